@@ -1,0 +1,58 @@
+"""The state pattern: StateChannel shares one current value per slot."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from .base import BaseChannel
+
+
+class StateChannel(BaseChannel):
+    """Shares a state (the last message sent by any StateChannel on the slot).
+
+    ``recv()`` never blocks and returns the current state; a context that
+    joins the network is sent the current state automatically (send_last).
+    """
+
+    def __init__(self, context, slot_base: str, message_type: Any = None) -> None:
+        super().__init__(context, slot_base, message_type)
+        self._state_lock = threading.Lock()
+        self._current_message = self.message_from_bytes(b"")
+        self._current_data = b""
+        self._has_state = False
+
+    def _messaging_patterns(self) -> tuple[str, str]:
+        return "state", "state"
+
+    def send(self, message: Any) -> None:
+        """Set the state; unchanged or empty states are not sent."""
+        data = self.message_to_bytes(message)
+        with self._state_lock:
+            if self._has_state and data == self._current_data:
+                return
+            if not data:
+                return
+            self._current_data = data
+            self._current_message = self.message_from_bytes(data)
+            self._has_state = True
+            self._send(data)
+
+    def send_last(self) -> None:
+        """Send the current state again (e.g. for a context that just joined)."""
+        with self._state_lock:
+            if self._has_state and not self._closed:
+                self._send(self._current_data, block=False)
+
+    def recv(self, block: bool | float = False) -> Any:
+        """Return the current state (never blocks)."""
+        return self._current_message
+
+    def _recv_packages(self, packages: list) -> None:
+        data = packages[-1].data
+        message = self.message_from_bytes(data)
+        with self._state_lock:
+            self._current_data = bytes(data)
+            self._current_message = message
+            self._has_state = True
+        self._notify_received()

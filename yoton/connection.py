@@ -1,0 +1,616 @@
+"""Connections between two contexts: the socket, its two IO threads and the greeting.
+
+This is the thin IO layer around :mod:`yoton.wire`: a sending thread batches
+queued frames into one system call, a receiving thread parses every complete
+frame out of each ``recv`` and hands them to the context for routing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import socket
+import threading
+import time
+from collections import deque
+from typing import TYPE_CHECKING
+
+from . import wire
+from .errors import ConnectionClosedError, TimeoutError, YotonError
+from .events import Signal
+
+if TYPE_CHECKING:
+    from .context import Context
+
+logger = logging.getLogger("yoton")
+
+STATUS_CLOSED = 0
+STATUS_CLOSING = 1
+STATUS_WAITING = 2
+STATUS_HOSTING = 3
+STATUS_CONNECTED = 4
+
+#: Smallest allowed ``timeout`` (seconds without data before ``timedout`` fires).
+TIMEOUT_MIN = 0.5
+#: An idle connection sends a heartbeat this often (yoton 2.2 peers expect < 0.5 s).
+HEARTBEAT_INTERVAL = 0.25
+
+STOP_DEFAULT = "Closed by the user."
+STOP_EOF = "Other end dropped the connection."
+STOP_EOF_MID_MESSAGE = "Other end dropped the connection in the middle of a message."
+STOP_CLOSED_FROM_THERE = "Closed from other end."
+STOP_CONTEXT = "Closed by the context."
+
+#: Local senders block while more than this many bytes wait to be sent.
+HIGH_WATER_BYTES = 8 << 20
+#: Packages routed *through* this context are discarded (and counted) above this.
+FORWARD_LIMIT_BYTES = 64 << 20
+#: Payloads up to this size are joined with their header into one buffer.
+_JOIN_LIMIT = 16 << 10
+_RECV_BUFFER = 1 << 20
+_LARGE_FRAME = 256 << 10
+_IOV_MAX = 512
+_MSG_WAITALL = getattr(socket, "MSG_WAITALL", 0)
+
+
+class ConnectionCollection(list):
+    """A list of connections that can also be indexed by connection name."""
+
+    def __getitem__(self, key):
+        if isinstance(key, str):
+            if not key:
+                raise KeyError("An empty string is not a valid connection name.")
+            for connection in self:
+                if connection.name == key:
+                    return connection
+            raise KeyError(f"No connection named {key!r}.")
+        return list.__getitem__(self, key)
+
+
+class Connection:
+    """A connection between two contexts (abstract; see :class:`TcpConnection`)."""
+
+    def __init__(self, context: Context, name: str = "") -> None:
+        self._context = context
+        self._name = ""
+        self.name = name
+        self._status = STATUS_CLOSED
+        self._status_lock = threading.RLock()
+        self._hostname1, self._port1 = "", 0
+        self._hostname2, self._port2 = "", 0
+        self._id2 = 0
+        self._pid2 = 0
+        self._timeout = TIMEOUT_MIN
+        self._timedout_signal = Signal()
+        self._closed_signal = Signal()
+        self._close_reason = ""
+        self.authenticated = False
+
+    # -- documented properties -------------------------------------------------------
+
+    @property
+    def closed(self) -> Signal:
+        """Signal emitted as (connection, reason) when the connection closes."""
+        return self._closed_signal
+
+    @property
+    def timedout(self) -> Signal:
+        """Signal emitted as (connection, True) after ``timeout`` s without data.
+
+        It is emitted again as (connection, False) when data arrives again.
+        """
+        return self._timedout_signal
+
+    @property
+    def hostname1(self) -> str:
+        """The hostname of this end of the connection."""
+        return self._hostname1
+
+    @property
+    def hostname2(self) -> str:
+        """The hostname of the other end ('' when not connected)."""
+        return self._hostname2
+
+    @property
+    def port1(self) -> int:
+        """The port of this end; after bind(), the port to connect to."""
+        return self._port1
+
+    @property
+    def port2(self) -> int:
+        """The port of the other end (0 when not connected)."""
+        return self._port2
+
+    @property
+    def id1(self) -> int:
+        """The id of the context on this side."""
+        return self._context.id
+
+    @property
+    def id2(self) -> int:
+        """The id of the context on the other side (0 before the greeting)."""
+        return self._id2
+
+    @property
+    def pid1(self) -> int:
+        """The process id on this side."""
+        return os.getpid()
+
+    @property
+    def pid2(self) -> int:
+        """The process id on the other side (0 before the greeting)."""
+        return self._pid2
+
+    @property
+    def is_alive(self) -> bool:
+        """Whether the connection is waiting or connected and not closing."""
+        return self._status >= STATUS_WAITING
+
+    @property
+    def is_connected(self) -> bool:
+        """Whether the connection is connected to another context."""
+        return self._status >= STATUS_HOSTING
+
+    @property
+    def is_waiting(self) -> bool:
+        """Whether the connection waits for a peer (after bind())."""
+        return self._status == STATUS_WAITING
+
+    @property
+    def name(self) -> str:
+        """The name by which ``Context.connections[name]`` finds this connection."""
+        return self._name
+
+    @name.setter
+    def name(self, value: str) -> None:
+        if not isinstance(value, str):
+            raise ValueError("A connection name must be a string.")
+        self._name = value
+
+    @property
+    def timeout(self) -> float:
+        """Seconds without received data after which ``timedout`` is emitted."""
+        return self._timeout
+
+    @timeout.setter
+    def timeout(self, value: float) -> None:
+        if not isinstance(value, int | float):
+            raise ValueError("timeout must be a number.")
+        if value < TIMEOUT_MIN:
+            raise ValueError(f"timeout must be at least {TIMEOUT_MIN:.2f} seconds.")
+        self._timeout = float(value)
+
+    @property
+    def close_reason(self) -> str:
+        """Why the connection closed ('' while it is alive)."""
+        return self._close_reason
+
+    def __repr__(self) -> str:
+        state = {0: "closed", 1: "closing", 2: "waiting", 3: "hosting", 4: "connected"}
+        return (
+            f"<{type(self).__name__} {self._name!r} {state[self._status]} "
+            f"{self._hostname1}:{self._port1} <-> {self._hostname2}:{self._port2}>"
+        )
+
+    # -- closing ---------------------------------------------------------------------
+
+    def close(self, reason: str | None = None) -> None:
+        """Close the connection and tell the other end; it cannot be reused."""
+        with self._status_lock:
+            if self._status <= STATUS_CLOSING:
+                return
+            connected = self.is_connected
+            self._status = STATUS_CLOSING
+        if connected:
+            self._notify_other_end_of_closing()
+        self._finish_close(reason or STOP_DEFAULT)
+
+    def close_on_problem(self, reason: str | None = None) -> None:
+        """Close without telling the other end (it is probably gone)."""
+        with self._status_lock:
+            if self._status == STATUS_CLOSED:
+                return
+        self._finish_close(reason or "Unspecified problem.")
+
+    def _finish_close(self, reason: str) -> None:
+        with self._status_lock:
+            if self._status == STATUS_CLOSED:
+                return
+            self._status = STATUS_CLOSED
+            self._close_reason = reason
+        self._release_resources()
+        if self._context._verbose:
+            logger.info("yoton connection %r closed: %s", self._name, reason)
+        self._context._connection_closed(self, reason)
+        self._closed_signal.emit(self, reason)
+
+    def flush(self, timeout: float = 3.0) -> None:
+        """Wait until every queued package is sent; raise TimeoutError otherwise."""
+        raise NotImplementedError
+
+    # -- for subclasses --------------------------------------------------------------
+
+    def _notify_other_end_of_closing(self) -> None:
+        pass
+
+    def _release_resources(self) -> None:
+        pass
+
+
+class TcpConnection(Connection):
+    """A connection over one persistent TCP socket, with a send and a receive thread."""
+
+    def __init__(self, context: Context, name: str = "") -> None:
+        super().__init__(context, name)
+        self._sock: socket.socket | None = None
+        self._out: deque = deque()
+        self._out_bytes = 0
+        self._out_cond = threading.Condition(threading.Lock())
+        self._queued_total = 0  # buffers ever queued
+        self._sent_total = 0  # buffers ever handed to the socket
+        self._dropped = 0
+        self._last_recv = time.monotonic()
+        self._max_message_size = context._max_message_size
+        self._threads: list[threading.Thread] = []
+        self._listen_sock: socket.socket | None = None
+        #: Emitted as (connection, peer address, reason) when bind() refuses a peer.
+        self.refused = Signal()
+
+    @property
+    def dropped(self) -> int:
+        """Packages this connection discarded because its peer did not keep up."""
+        return self._dropped
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes queued and not yet handed to the socket."""
+        return self._out_bytes
+
+    # -- setting up ------------------------------------------------------------------
+
+    def _start(
+        self, sock: socket.socket, handshake: wire.Handshake, status: int
+    ) -> None:
+        """Take over a socket whose greeting succeeded; start the IO threads."""
+        sock.settimeout(None)
+        self._hostname1, self._port1 = sock.getsockname()[:2]
+        self._hostname2, self._port2 = sock.getpeername()[:2]
+        self._id2 = handshake.peer_id
+        self._pid2 = handshake.peer_pid
+        self.authenticated = handshake.authenticated
+        self._last_recv = time.monotonic()
+        with self._status_lock:
+            if self._status == STATUS_CLOSED and self._close_reason:
+                sock.close()
+                return
+            self._sock = sock
+            self._status = status
+        name = f"yoton-{self._name or 'conn'}"
+        sender = threading.Thread(target=self._sending_loop, name=name + "-send")
+        receiver = threading.Thread(
+            target=self._receiving_loop, args=(handshake.leftover,), name=name + "-recv"
+        )
+        self._threads = [sender, receiver]
+        for thread in self._threads:
+            thread.daemon = True
+            thread.start()
+        with self._out_cond:
+            self._out_cond.notify_all()
+
+    def _set_waiting(self, hostname: str, port: int) -> None:
+        self._hostname1, self._port1 = hostname, port
+        self._status = STATUS_WAITING
+
+    # -- sending -----------------------------------------------------------------
+
+    def _queue(self, header: bytes, data: bytes, forwarded: bool = False) -> None:
+        """Queue one frame for sending; forwarded ones are dropped past the limit."""
+        size = len(data) + wire.HEADER_SIZE
+        with self._out_cond:
+            if self._status < STATUS_WAITING:
+                return
+            if forwarded and self._out_bytes > FORWARD_LIMIT_BYTES:
+                self._dropped += 1
+                if self._dropped == 1 or self._dropped % 1000 == 0:
+                    logger.warning(
+                        "yoton: peer %s does not keep up; %d package(s) dropped",
+                        self._hostname2,
+                        self._dropped,
+                    )
+                return
+            if len(data) <= _JOIN_LIMIT:
+                self._out.append(header + data)
+            else:
+                self._out.append(header)
+                self._out.append(data)
+            self._out_bytes += size
+            self._queued_total += 1
+            self._out_cond.notify()
+
+    def _wait_writable(self, timeout: float | None = None) -> None:
+        """Block while too many bytes are queued (backpressure for local senders)."""
+        if self._out_bytes <= HIGH_WATER_BYTES:
+            return
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._out_cond:
+            while self._out_bytes > HIGH_WATER_BYTES and self._status >= STATUS_HOSTING:
+                if deadline is None:
+                    self._out_cond.wait(1.0)
+                else:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return
+                    self._out_cond.wait(remaining)
+
+    def flush(self, timeout: float = 3.0) -> None:
+        """Wait until every package queued so far is handed to the socket."""
+        if not self.is_connected:
+            raise ConnectionClosedError(
+                "Cannot flush a connection that is not connected."
+            )
+        deadline = time.monotonic() + timeout
+        with self._out_cond:
+            target = self._queued_total
+            while self._sent_total < target:
+                if self._status < STATUS_CLOSING:
+                    raise ConnectionClosedError(
+                        f"Connection closed while flushing: {self._close_reason}"
+                    )
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(
+                        f"Sending the queued packages took more than {timeout} s."
+                    )
+                self._out_cond.wait(remaining)
+
+    def _sending_loop(self) -> None:
+        sock = self._sock
+        cond = self._out_cond
+        try:
+            while True:
+                with cond:
+                    if not self._out and self._status >= STATUS_HOSTING:
+                        cond.wait(HEARTBEAT_INTERVAL)
+                    if self._status < STATUS_CLOSING:
+                        return
+                    if not self._out and self._status == STATUS_CLOSING:
+                        return
+                    buffers = self._out
+                    count = self._queued_total
+                    self._out = deque()
+                    self._out_bytes = 0
+                    cond.notify_all()
+                if buffers:
+                    _send_buffers(sock, buffers)
+                else:
+                    sock.sendall(wire.HEARTBEAT_FRAME)
+                with cond:
+                    self._sent_total = count
+                    cond.notify_all()
+        except OSError as err:
+            self.close_on_problem(f"Socket error while sending: {err}")
+        except Exception:  # pragma: no cover - a bug; close rather than hang
+            logger.exception("yoton: error in the sending thread")
+            self.close_on_problem("Error in the sending thread.")
+
+    def _notify_other_end_of_closing(self) -> None:
+        with self._out_cond:
+            self._out.append(wire.CLOSE_FRAME)
+            self._queued_total += 1
+            self._out_cond.notify_all()
+        try:
+            self.flush(1.0)
+        except YotonError:
+            pass
+
+    def _release_resources(self) -> None:
+        sock = self._sock
+        listen_sock, self._listen_sock = self._listen_sock, None
+        if listen_sock is not None:
+            try:
+                listen_sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            listen_sock.close()
+        with self._out_cond:
+            self._out.clear()
+            self._out_bytes = 0
+            self._out_cond.notify_all()
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+    # -- receiving ---------------------------------------------------------------
+
+    def _receiving_loop(self, leftover: bytes) -> None:
+        try:
+            reason = self._receive(leftover)
+        except wire.RemoteProtocolError as err:
+            reason = str(err)
+        except OSError as err:
+            reason = f"Socket error while receiving: {err}"
+        except Exception:  # pragma: no cover - a bug; close rather than hang
+            logger.exception("yoton: error in the receiving thread")
+            reason = "Error in the receiving thread."
+        if reason:
+            self.close_on_problem(reason)
+
+    def _receive(self, leftover: bytes) -> str | None:
+        sock = self._sock
+        deliver = self._context._recv_packages
+        parse = wire.parse_frames
+        max_size = self._max_message_size
+        buf = bytearray(max(_RECV_BUFFER, len(leftover)))
+        view = memoryview(buf)
+        buf[: len(leftover)] = leftover
+        start, end = 0, len(leftover)
+        poller = select.poll()
+        poller.register(sock, select.POLLIN | select.POLLPRI)
+        timed_out = False
+        large_mode = False
+        need_read = end == 0
+        while True:
+            if need_read:
+                # Wait for data; a quiet peer is reported through ``timedout``.
+                if not poller.poll(self._timeout * 1000):
+                    if self._status < STATUS_HOSTING:
+                        return None
+                    if not timed_out:
+                        timed_out = True
+                        self._timedout_signal.emit(self, True)
+                        self._context._connection_timedout(self, True)
+                    continue
+                if large_mode and start == end:
+                    # After a large frame, read just one header so the next large
+                    # payload can be received straight into its own buffer.
+                    start = end = 0
+                    n = sock.recv_into(view[: wire.HEADER_SIZE])
+                else:
+                    n = sock.recv_into(view[end:])
+                if not n:
+                    if self._status < STATUS_HOSTING:
+                        return None
+                    return STOP_EOF_MID_MESSAGE if end > start else STOP_EOF
+                end += n
+                self._last_recv = time.monotonic()
+                if timed_out:
+                    timed_out = False
+                    self._timedout_signal.emit(self, False)
+                    self._context._connection_timedout(self, False)
+            need_read = True
+            packages, start, pending = parse(buf, start, end, max_size)
+            if pending >= _LARGE_FRAME:
+                package = self._receive_large(sock, view, start, end, pending)
+                if package is None:
+                    return STOP_EOF_MID_MESSAGE
+                packages.append(package)
+                start = end = 0
+                large_mode = True
+            elif packages and large_mode and packages[-1].data:
+                large_mode = False
+            if packages:
+                reason = self._deliver(packages, deliver)
+                if reason:
+                    return reason
+            if start == end:
+                start = end = 0
+            elif start > len(buf) - _LARGE_FRAME:
+                # Move the partial frame (< _LARGE_FRAME) to the front.
+                buf[: end - start] = buf[start:end]
+                end -= start
+                start = 0
+
+    def _receive_large(
+        self, sock: socket.socket, view: memoryview, start: int, end: int, total: int
+    ) -> wire.Package | None:
+        """Receive the rest of a large frame straight into one bytes object."""
+        _, slot, sid, sseq, did, dseq, _ = wire.HEADER.unpack_from(view, start)
+        prefix = bytes(view[start + wire.HEADER_SIZE : end])
+        remaining = total - (end - start)
+        rest = sock.recv(remaining, _MSG_WAITALL)
+        if len(rest) < remaining:
+            parts = [rest]
+            got = len(rest)
+            while got < remaining:
+                if not parts[-1]:
+                    return None
+                chunk = sock.recv(remaining - got)
+                parts.append(chunk)
+                got += len(chunk)
+            rest = b"".join(parts)
+        self._last_recv = time.monotonic()
+        data = prefix + rest if prefix else rest
+        return wire.Package(data, slot, sid, sseq, did, dseq)
+
+    def _deliver(self, packages: list, deliver) -> str | None:
+        routed = []
+        for package in packages:
+            if package.slot == wire.SLOT_DUMMY and not package.data:
+                if package.source_seq == wire.SIGNAL_CLOSE:
+                    if routed:
+                        deliver(routed, self)
+                    return STOP_CLOSED_FROM_THERE
+                continue  # heartbeat
+            routed.append(package)
+        if routed:
+            deliver(routed, self)
+        return None
+
+
+def _send_buffers(sock: socket.socket, buffers: deque) -> None:
+    """Send a sequence of buffers with as few system calls as possible."""
+    while buffers:
+        if len(buffers) == 1:
+            sock.sendall(buffers.popleft())
+            return
+        batch = [buffers.popleft() for _ in range(min(len(buffers), _IOV_MAX))]
+        total = sum(len(b) for b in batch)
+        sent = sock.sendmsg(batch)
+        if sent < total:
+            _send_rest(sock, batch, sent)
+
+
+def _send_rest(sock: socket.socket, batch: list, sent: int) -> None:
+    for buffer in batch:
+        size = len(buffer)
+        if sent >= size:
+            sent -= size
+            continue
+        sock.sendall(memoryview(buffer)[sent:])
+        sent = 0
+
+
+def open_socket() -> socket.socket:
+    """Create a TCP socket set up for low latency."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def run_handshake(
+    sock: socket.socket,
+    handshake: wire.Handshake,
+    timeout: float = wire.HANDSHAKE_TIMEOUT,
+) -> None:
+    """Drive a :class:`wire.Handshake` over a socket, bounded in time and size."""
+    deadline = time.monotonic() + timeout
+    first = handshake.initiate()
+    if first:
+        sock.sendall(first)
+    while not handshake.done:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise wire.HandshakeError(
+                f"Handshake timed out after {timeout} s (the peer said too little).",
+                b"ERROR: handshake timed out\r\n",
+            )
+        sock.settimeout(remaining)
+        try:
+            data = sock.recv(4096)
+        except TimeoutError:
+            continue
+        except OSError as err:
+            raise wire.HandshakeError(f"Socket error during handshake: {err}") from None
+        if not data:
+            raise wire.HandshakeError(
+                "The other end closed the connection during the handshake."
+            )
+        try:
+            reply = handshake.receive_data(data)
+        except wire.HandshakeError as err:
+            if err.reply:
+                try:
+                    sock.sendall(err.reply)
+                except OSError:
+                    pass
+            raise
+        if reply:
+            sock.sendall(reply)
+    sock.settimeout(None)

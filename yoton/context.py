@@ -1,0 +1,400 @@
+"""The Context: a node of the network that routes packages between its channels
+and its connections."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+
+from . import wire
+from .addresses import split_address
+from .connection import (
+    STATUS_CONNECTED,
+    STOP_CLOSED_FROM_THERE,
+    STOP_CONTEXT,
+    ConnectionCollection,
+    TcpConnection,
+    open_socket,
+    run_handshake,
+)
+from .errors import AuthenticationError, ConnectFailedError
+from .hosting import (
+    Listener,
+    check_key_policy,
+    host_one_peer,
+    listening_socket,
+    normalize_key,
+)
+from .queues import PackageQueue, check_queue_params
+
+logger = logging.getLogger("yoton")
+
+MSG_NEW_CONNECTION = b"NEW_CONNECTION"
+MSG_CLOSE_CONNECTION = b"CLOSE_CONNECTION"
+#: Extension: "LOST <hex id> ..." - contexts that became unreachable.
+MSG_LOST_PREFIX = b"LOST "
+
+
+def _new_context_id() -> int:
+    # 32 bits of milliseconds and 32 random bits, like yoton 2.2 (never 0).
+    millis = int(time.time() * 1000) & 0xFFFFFFFF
+    return (millis << 32) | int.from_bytes(os.urandom(4), "little") or 1
+
+
+class Context:
+    """A node in the network: channels attach to it, connections link it to others.
+
+    Packages sent while no connection exists are kept and delivered to the
+    first peer. ``queue_params`` is ``(size, 'old'|'new')``: the size of every
+    receive queue and which end is discarded (and counted) when it is full.
+    """
+
+    def __init__(
+        self,
+        verbose: int = 0,
+        queue_params: tuple[int, str] | None = None,
+        max_message_size: int = wire.DEFAULT_MAX_MESSAGE_SIZE,
+    ) -> None:
+        self._verbose = verbose
+        self._queue_params = check_queue_params(queue_params)
+        self._max_message_size = int(max_message_size)
+        self._id = _new_context_id()
+        self._pid = os.getpid()
+        self._lock = threading.RLock()
+        self._connections: list[TcpConnection] = []
+        self._listeners: list[Listener] = []
+        self._sending_channels: dict = {}
+        self._receiving_channels: dict = {}
+        self._startup_queue = PackageQueue(*self._queue_params, name="startup")
+        self._send_seq = 0
+        self._recv_seq = 0
+        self._source_seqs: dict[int, int] = {}
+        self._routes: dict[int, TcpConnection] = {}
+
+    # -- properties ------------------------------------------------------------------
+
+    @property
+    def id(self) -> int:
+        """The 64-bit unique id of this context."""
+        return self._id
+
+    @property
+    def connections_all(self) -> ConnectionCollection:
+        """All live connections, including those still waiting for a peer."""
+        with self._lock:
+            return ConnectionCollection(c for c in self._connections if c.is_alive)
+
+    @property
+    def connections(self) -> ConnectionCollection:
+        """The connected connections (indexable by position or name)."""
+        with self._lock:
+            return ConnectionCollection(c for c in self._connections if c.is_connected)
+
+    @property
+    def connection_count(self) -> int:
+        """The number of connected peers (usable as a boolean)."""
+        return len(self.connections)
+
+    @property
+    def listeners(self) -> list[Listener]:
+        """The listeners created with :meth:`listen` that are still open."""
+        with self._lock:
+            return [item for item in self._listeners if not item.closed]
+
+    @property
+    def dropped(self) -> int:
+        """Packages this context discarded (startup queue, slow peers)."""
+        with self._lock:
+            total = self._startup_queue.dropped
+            return total + sum(c.dropped for c in self._connections)
+
+    # -- connecting ------------------------------------------------------------------
+
+    def bind(
+        self,
+        address: str,
+        max_tries: int = 1,
+        name: str = "",
+        *,
+        key: bytes | str | None = None,
+        insecure: bool = False,
+    ) -> TcpConnection:
+        """Host a connection: wait (in a thread) for one peer at ``address``.
+
+        Returns the waiting connection; its ``port1`` is the port to connect to.
+        A peer whose greeting fails is refused and waiting goes on. With
+        ``key``, the peer must prove it holds the same key. A non-loopback
+        address needs a key unless ``insecure=True``.
+        """
+        host, port = split_address(address)
+        key = normalize_key(key)
+        check_key_policy(host, key, insecure)
+        listen_sock = listening_socket(host, port, max_tries, backlog=1)
+        connection = TcpConnection(self, name)
+        connection._listen_sock = listen_sock
+        connection._set_waiting(*listen_sock.getsockname()[:2])
+        self._adopt(connection)
+        threading.Thread(
+            target=host_one_peer,
+            args=(connection, listen_sock, key),
+            name=f"yoton-host-{connection.port1}",
+            daemon=True,
+        ).start()
+        return connection
+
+    def listen(
+        self,
+        address: str,
+        max_tries: int = 1,
+        name: str = "",
+        *,
+        key: bytes | str | None = None,
+        insecure: bool = False,
+    ) -> Listener:
+        """Accept any number of peers at ``address`` (our extension to bind()).
+
+        Each peer that completes the greeting becomes a connection of this
+        context; see :class:`yoton.hosting.Listener`.
+        """
+        host, port = split_address(address)
+        key = normalize_key(key)
+        check_key_policy(host, key, insecure)
+        listen_sock = listening_socket(host, port, max_tries, backlog=128)
+        listener = Listener(self, listen_sock, key, name)
+        with self._lock:
+            self._listeners.append(listener)
+        return listener
+
+    def connect(
+        self,
+        address: str,
+        timeout: float = 1.0,
+        name: str = "",
+        *,
+        key: bytes | str | None = None,
+    ) -> TcpConnection:
+        """Connect to a context that bound or listens at ``address``.
+
+        Retries for up to ``timeout`` seconds while nobody listens yet. Raises
+        ConnectFailedError when no yoton context answers, and
+        AuthenticationError when the keys do not match.
+        """
+        host, port = split_address(address)
+        key = normalize_key(key)
+        deadline = time.monotonic() + max(timeout, 0.01)
+        delay = 0.005
+        while True:
+            sock = open_socket()
+            try:
+                sock.settimeout(max(0.01, deadline - time.monotonic()))
+                sock.connect((host, port))
+                break
+            except OSError as err:
+                sock.close()
+                if time.monotonic() + delay >= deadline:
+                    raise ConnectFailedError(
+                        f"Cannot connect to {host}:{port}: {err}. Is the other side "
+                        "bound or listening there?"
+                    ) from None
+                time.sleep(delay)  # nothing to wait on but the clock: back off
+                delay = min(delay * 2, 0.1)
+        handshake = wire.Handshake(False, self._id, self._pid, key)
+        try:
+            run_handshake(sock, handshake, max(timeout, wire.HANDSHAKE_TIMEOUT))
+        except wire.AuthHandshakeError as err:
+            sock.close()
+            raise AuthenticationError(
+                f"Could not connect to {address}: {err}"
+            ) from None
+        except (wire.HandshakeError, OSError) as err:
+            sock.close()
+            raise ConnectFailedError(f"Could not connect to {address}: {err}") from None
+        connection = TcpConnection(self, name)
+        self._adopt(connection)
+        connection._start(sock, handshake, STATUS_CONNECTED)
+        self._connection_established(connection)
+        self._send_package(wire.Package(MSG_NEW_CONNECTION, wire.SLOT_CONTEXT))
+        return connection
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until the packages posted so far are sent on every connection."""
+        deadline = time.monotonic() + timeout
+        for connection in self.connections:
+            connection.flush(max(0.0, deadline - time.monotonic()))
+        return True
+
+    def close(self) -> None:
+        """Close all connections, listeners and channels (the context is reusable)."""
+        for listener in self.listeners:
+            listener.close()
+        for connection in self.connections_all:
+            connection.close(STOP_CONTEXT)
+        self.close_channels()
+
+    def close_channels(self) -> None:
+        """Close every channel of this context; connections stay open."""
+        with self._lock:
+            channels = set(self._sending_channels.values())
+            channels.update(self._receiving_channels.values())
+        for channel in channels:
+            channel.close()
+
+    def __repr__(self) -> str:
+        return f"<yoton.Context {self._id:016x} with {self.connection_count} peer(s)>"
+
+    # -- bookkeeping for connections --------------------------------------------------
+
+    def _adopt(self, connection: TcpConnection) -> None:
+        with self._lock:
+            self._connections = [c for c in self._connections if c.is_alive]
+            self._connections.append(connection)
+            # The first live connection takes the packages sent before it existed.
+            if len(self._startup_queue):
+                for package in self._startup_queue.pop_all():
+                    connection._queue(package.header(), package.data)
+
+    def _connection_established(self, connection: TcpConnection) -> None:
+        if self._verbose:
+            logger.info(
+                "yoton: connected to %s:%s (context %016x)",
+                connection.hostname2,
+                connection.port2,
+                connection.id2,
+            )
+
+    def _connection_timedout(self, connection: TcpConnection, timed_out: bool) -> None:
+        """Hook for subclasses/tools; the documented signal is emitted separately."""
+
+    def _connection_closed(self, connection: TcpConnection, reason: str) -> None:
+        with self._lock:
+            if connection in self._connections:
+                self._connections.remove(connection)
+            lost = [sid for sid, via in self._routes.items() if via is connection]
+            for sid in lost:
+                del self._routes[sid]
+            others = [c for c in self._connections if c.is_connected]
+        if lost:
+            self._sources_lost(lost)
+            text = MSG_LOST_PREFIX + " ".join(f"{sid:016x}" for sid in lost).encode()
+            package = wire.Package(text, wire.SLOT_CONTEXT_EXT)
+            if others:
+                self._send_package(package, block=False)
+
+    def _sources_lost(self, ids: list[int]) -> None:
+        """Tell the channels that the contexts ``ids`` can no longer be reached."""
+        with self._lock:
+            channels = set(self._receiving_channels.values())
+        for channel in channels:
+            handler = getattr(channel, "_sources_lost", None)
+            if handler is not None:
+                handler(ids)
+
+    # -- channels ----------------------------------------------------------------
+
+    def _register_channel(self, channel, slot_out: int, slot_in: int, names) -> None:
+        with self._lock:
+            if slot_out and slot_out in self._sending_channels:
+                raise ValueError(f"Slot not free: {names[0]!r} already has a channel.")
+            if slot_in and slot_in in self._receiving_channels:
+                raise ValueError(f"Slot not free: {names[1]!r} already has a channel.")
+            if slot_out:
+                self._sending_channels[slot_out] = channel
+            if slot_in:
+                self._receiving_channels[slot_in] = channel
+
+    def _unregister_channel(self, channel) -> None:
+        with self._lock:
+            for table in (self._sending_channels, self._receiving_channels):
+                for slot in [s for s, c in table.items() if c is channel]:
+                    del table[slot]
+
+    # -- routing -----------------------------------------------------------------
+
+    def _send_package(self, package: wire.Package, block: bool = True) -> None:
+        """Send a package from this context to every connection (or keep it).
+
+        With ``block`` the caller waits while a connection has too much queued
+        (backpressure); IO threads pass False so they can never deadlock.
+        """
+        if block:
+            for connection in self._connections:
+                connection._wait_writable()
+        with self._lock:
+            self._send_seq += 1
+            package.source_id = self._id
+            package.source_seq = self._send_seq
+            header = package.header()
+            sent = False
+            for connection in self._connections:
+                if connection.is_alive:
+                    connection._queue(header, package.data)
+                    sent = True
+            if not sent:
+                self._startup_queue.push(package)
+
+    def _recv_packages(self, packages: list, via: TcpConnection) -> None:
+        """Route packages received on ``via``: forward them and deposit them here."""
+        deposits: dict = {}
+        context_packages = []
+        my_id = self._id
+        with self._lock:
+            seqs = self._source_seqs
+            routes = self._routes
+            receiving = self._receiving_channels
+            forward_to = [c for c in self._connections if c is not via and c.is_alive]
+            for package in packages:
+                sid = package.source_id
+                if package.source_seq <= seqs.get(sid, 0):
+                    continue  # already seen (arrived by another path)
+                seqs[sid] = package.source_seq
+                if routes.get(sid) is not via:
+                    routes[sid] = via
+                dest = package.dest_id
+                if dest != my_id and forward_to:
+                    header = package.header()
+                    for connection in forward_to:
+                        connection._queue(header, package.data, True)
+                if dest == 0 or dest == my_id:
+                    self._recv_seq += 1
+                    package.recv_seq = self._recv_seq
+                    slot = package.slot
+                    if slot in receiving:
+                        deposits.setdefault(slot, []).append(package)
+                    elif slot == wire.SLOT_CONTEXT or slot == wire.SLOT_CONTEXT_EXT:
+                        context_packages.append(package)
+            # Deposit while holding the lock so recv_seq order is kept per channel.
+            for slot, items in deposits.items():
+                receiving[slot]._recv_packages(items)
+        for package in context_packages:
+            self._recv_context_package(package, via)
+
+    def _recv_context_package(self, package: wire.Package, via: TcpConnection) -> None:
+        message = bytes(package.data)
+        if message == MSG_NEW_CONNECTION:
+            with self._lock:
+                channels = list(self._sending_channels.values())
+            for channel in channels:
+                send_last = getattr(channel, "send_last", None)
+                if send_last is not None:
+                    send_last()
+        elif message == MSG_CLOSE_CONNECTION:
+            for connection in self.connections:
+                if connection.id2 == package.source_id:
+                    connection.close_on_problem(STOP_CLOSED_FROM_THERE)
+        elif message.startswith(MSG_LOST_PREFIX):
+            try:
+                ids = [int(x, 16) for x in message[len(MSG_LOST_PREFIX) :].split()]
+            except ValueError:
+                logger.warning("yoton: malformed LOST message %r", message[:80])
+                return
+            with self._lock:
+                # A context we still reach through another connection is not lost.
+                ids = [i for i in ids if self._routes.get(i, via) is via]
+                for i in ids:
+                    self._routes.pop(i, None)
+            if ids:
+                self._sources_lost(ids)
+        else:
+            logger.warning("yoton: unknown context message %r", message[:80])

@@ -1,0 +1,147 @@
+"""Bounded, thread-safe queues that count every item they discard."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable
+from typing import Any
+
+logger = logging.getLogger("yoton")
+
+DEFAULT_QUEUE_SIZE = 10000
+
+
+class Empty(Exception):
+    """Raised by :meth:`PackageQueue.pop` when no item is available in time."""
+
+
+def check_queue_params(queue_params: Any) -> tuple[int, str]:
+    """Validate ``(size, 'old'|'new')`` and return it normalized."""
+    if queue_params is None:
+        return DEFAULT_QUEUE_SIZE, "old"
+    if not (isinstance(queue_params, tuple | list) and len(queue_params) == 2):
+        raise ValueError("queue_params must be a tuple (size, 'old' or 'new').")
+    size, mode = queue_params
+    if not isinstance(size, int) or size < 1:
+        raise ValueError("queue_params size must be a positive integer.")
+    if not isinstance(mode, str) or mode.lower() not in ("old", "new"):
+        raise ValueError("queue_params discard mode must be 'old' or 'new'.")
+    return size, mode.lower()
+
+
+class PackageQueue:
+    """A FIFO with a maximum length; when full it discards the oldest or newest item.
+
+    ``dropped`` counts discarded items; the first drop and every 1000th after it
+    is logged, so loss is never silent.
+    """
+
+    def __init__(
+        self, maxlen: int = DEFAULT_QUEUE_SIZE, discard: str = "old", name: str = ""
+    ):
+        self._items: deque = deque()
+        self._cond = threading.Condition(threading.Lock())
+        self._maxlen = int(maxlen)
+        self._discard_old = discard == "old"
+        self._closed = False
+        self.name = name
+        self.dropped = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def _count_drop(self, n: int) -> None:
+        before = self.dropped
+        self.dropped += n
+        if before == 0 or before // 1000 != self.dropped // 1000:
+            logger.warning(
+                "yoton queue %s is full (%d items): %d message(s) discarded so far",
+                self.name or hex(id(self)),
+                self._maxlen,
+                self.dropped,
+            )
+
+    def push(self, item: Any) -> None:
+        """Append an item, discarding one if the queue is full."""
+        with self._cond:
+            items = self._items
+            if len(items) >= self._maxlen:
+                if not self._discard_old:
+                    self._count_drop(1)
+                    return
+                items.popleft()
+                self._count_drop(1)
+            items.append(item)
+            self._cond.notify()
+
+    def push_many(self, new_items: Iterable[Any]) -> None:
+        """Append several items at once (one wake-up)."""
+        with self._cond:
+            items = self._items
+            items.extend(new_items)
+            excess = len(items) - self._maxlen
+            if excess > 0:
+                if self._discard_old:
+                    for _ in range(excess):
+                        items.popleft()
+                else:
+                    for _ in range(excess):
+                        items.pop()
+                self._count_drop(excess)
+            self._cond.notify_all()
+
+    def insert(self, item: Any) -> None:
+        """Put an item back at the front (never discards)."""
+        with self._cond:
+            self._items.appendleft(item)
+            self._cond.notify()
+
+    def pop(self, block: bool | float = True) -> Any:
+        """Pop the oldest item; block False, True or a number of seconds.
+
+        Raises :class:`Empty` when nothing arrives in time or the queue is closed.
+        """
+        with self._cond:
+            items = self._items
+            if items:
+                return items.popleft()
+            if block is False or block is None or self._closed:
+                raise Empty()
+            if block is True:
+                while not items and not self._closed:
+                    self._cond.wait()
+            else:
+                deadline = time.monotonic() + float(block)
+                while not items and not self._closed:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._cond.wait(remaining)
+            if items:
+                return items.popleft()
+            raise Empty()
+
+    def pop_all(self) -> list:
+        """Pop every item currently queued."""
+        with self._cond:
+            result = list(self._items)
+            self._items.clear()
+            return result
+
+    def peek(self, index: int = 0) -> Any:
+        """Return an item without removing it (IndexError when absent)."""
+        return self._items[index]
+
+    def clear(self) -> None:
+        """Remove all items."""
+        with self._cond:
+            self._items.clear()
+
+    def close(self) -> None:
+        """Wake every blocked pop; later pops on an empty queue fail at once."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
