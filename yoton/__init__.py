@@ -8,11 +8,15 @@ documented yoton 2.2 API; see protocol.md for the wire format.
 from . import events
 from .channels import (
     BaseChannel,
+    Future,
     PubChannel,
+    RepChannel,
+    ReqChannel,
     StateChannel,
     SubChannel,
     select_sub_channel,
 )
+from .clientserver import NoServerError, RequestServer, do_request
 from .connection import Connection, ConnectionCollection, TcpConnection
 from .context import Context
 from .errors import (
@@ -67,6 +71,12 @@ __all__ = [
     "ConnectionClosedError",
     "ConnectionCollection",
     "Context",
+    "Future",
+    "NoServerError",
+    "RepChannel",
+    "ReqChannel",
+    "RequestServer",
+    "do_request",
     "DecodeError",
     "EncodeError",
     "Listener",

@@ -36,7 +36,7 @@ def port_hash(name: str) -> int:
 
 
 def full_slot_name(slot_base: str, type_name: str, pattern: str) -> str:
-    """Return the normalized slot name ``base.type.pattern``, stripped and lower-cased."""
+    """Return the slot name ``base.type.pattern``, stripped and lower-cased."""
     return f"{slot_base}.{type_name}.{pattern}".strip().lower()
 
 

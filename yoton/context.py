@@ -367,6 +367,13 @@ class Context:
             # Deposit while holding the lock so recv_seq order is kept per channel.
             for slot, items in deposits.items():
                 receiving[slot]._recv_packages(items)
+            after = [
+                receiving[slot]._after_deposit
+                for slot in deposits
+                if hasattr(receiving[slot], "_after_deposit")
+            ]
+        for handler in after:
+            handler()
         for package in context_packages:
             self._recv_context_package(package, via)
 

@@ -519,3 +519,8 @@ def embed_event_loop(callback: Callable[[], Any] | None) -> None:
     once for the first event after each process_events call. None disables it.
     """
     _queue.embed(callback)
+
+
+def loop_active() -> bool:
+    """Whether a yoton event loop runs (start_event_loop) or is embedded."""
+    return _queue._in_loop or _queue._embed is not None

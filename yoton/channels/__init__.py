@@ -2,6 +2,7 @@
 
 from .base import BaseChannel
 from .pubsub import PubChannel, SubChannel, select_sub_channel
+from .reqrep import Future, RepChannel, ReqChannel
 from .state import StateChannel
 
 __all__ = [
@@ -9,5 +10,8 @@ __all__ = [
     "PubChannel",
     "SubChannel",
     "StateChannel",
+    "Future",
+    "RepChannel",
+    "ReqChannel",
     "select_sub_channel",
 ]

@@ -1,0 +1,657 @@
+"""Request/reply as remote procedure calls: ReqChannel, RepChannel and Future.
+
+Wire-compatible with yoton 2.2. A request is negotiated: the requester
+broadcasts ``req?``; a free replier answers ``req!``; the first to answer gets
+the encoded call and the requester broadcasts ``req-`` so the others forget it.
+Fast path (our extension): a requester that knows an idle replier sends the
+call to it directly, one round trip; if that replier is busy it answers
+``req~`` and the request falls back to negotiation. Control messages travel
+with ``dest_seq = request_id + 2**63``; calls and replies with ``request_id``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import threading
+import time
+import traceback
+from typing import Any
+
+from .. import events
+from ..errors import (
+    CancelledError,
+    EncodeError,
+    RemoteError,
+    ReplierLostError,
+    TimeoutError,
+)
+from ..message_types import OBJECT
+from ..queues import Empty
+from .base import BaseChannel
+
+logger = logging.getLogger("yoton")
+
+REQREP_SEQ_REF = 2**63
+ERROR_OBJECT = "yoton_ERROR_HANDLING_REQUEST"
+_TRACEBACK_MARK = "\n--- remote traceback ---\n"
+_ASK = b"req?"
+_ACK = b"req!"
+_FORGET = b"req-"
+_BUSY = b"req~"
+#: Unanswered negotiations are repeated this often (late repliers hear them).
+RESEND_INTERVAL = 0.5
+#: A replier forgets a request it acknowledged but never received after this.
+ACK_EXPIRY = 10.0
+
+_PENDING, _RUNNING, _CANCELLED, _ERROR, _DONE = range(5)
+
+
+class Future:
+    """The future result of a request (PEP 3148 semantics, plus ``await``).
+
+    Done-callbacks run in the yoton event loop when one runs (or is
+    embedded), else in the thread that completes the future; they must not block.
+    """
+
+    def __init__(
+        self,
+        req_channel: ReqChannel | None = None,
+        request_id: int = 0,
+        timeout: float | None = 10.0,
+    ) -> None:
+        self._channel = req_channel
+        self._request_id = request_id
+        self._cond = threading.Condition(threading.Lock())
+        self._status = _PENDING
+        self._result: Any = None
+        self._callbacks: list = []
+        self._waiters: list = []  # internal callbacks (asyncio), always direct
+        self._replier = 0
+        self._request_data = b""
+        self._direct = False
+        self._start_time = time.monotonic()
+        self._next_ask = 0.0
+        self.set_auto_cancel_timeout(timeout)
+
+    # -- state queries -------------------------------------------------------------
+
+    def cancelled(self) -> bool:
+        """Whether the request was cancelled."""
+        return self._status == _CANCELLED
+
+    def running(self) -> bool:
+        """Whether a replier is handling the request (it can no longer be cancelled)."""
+        return self._status == _RUNNING
+
+    def done(self) -> bool:
+        """Whether the request finished, failed or was cancelled."""
+        return self._status >= _CANCELLED
+
+    def set_auto_cancel_timeout(self, timeout: float | None) -> None:
+        """Cancel the request if no replier took it within ``timeout`` s."""
+        if timeout is None:
+            self._auto_cancel = float("inf")
+        elif timeout > 0:
+            self._auto_cancel = float(timeout)
+        else:
+            raise ValueError("The auto-cancel timeout must be positive (or None).")
+        if self._channel is not None:
+            self._channel._wake_timer()
+
+    # -- waiting -------------------------------------------------------------------
+
+    def _wait(self, timeout: float | None) -> None:
+        with self._cond:
+            if timeout is None:
+                while self._status < _CANCELLED:
+                    self._cond.wait()
+            else:
+                deadline = time.monotonic() + timeout
+                while self._status < _CANCELLED:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._cond.wait(remaining)
+
+    def result(self, timeout: float | None = None) -> Any:
+        """Return the reply, waiting up to ``timeout`` s (TimeoutError after)."""
+        self._wait(timeout)
+        status = self._status
+        if status == _DONE:
+            return self._result
+        if status == _ERROR:
+            raise self._result
+        if status == _CANCELLED:
+            raise CancelledError("The request was cancelled; there is no result.")
+        raise TimeoutError(f"No reply within {timeout} s (the request goes on).")
+
+    def result_or_cancel(self, timeout: float = 1.0) -> Any:
+        """Return the reply within ``timeout`` s, else cancel and return None."""
+        self._wait(timeout)
+        if self._status == _DONE:
+            return self._result
+        self.cancel()
+        return None
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """Return the exception of the request (None if it succeeded)."""
+        self._wait(timeout)
+        status = self._status
+        if status == _ERROR:
+            return self._result
+        if status == _DONE:
+            return None
+        if status == _CANCELLED:
+            raise CancelledError("The request was cancelled; there is no exception.")
+        raise TimeoutError(f"No reply within {timeout} s (the request goes on).")
+
+    def __await__(self):
+        loop = asyncio.get_running_loop()
+        waiter = loop.create_future()
+
+        def wake(_future: Future) -> None:
+            loop.call_soon_threadsafe(_settle, waiter, self)
+
+        self._add_waiter(wake)
+        return (yield from waiter.__await__())
+
+    # -- completion ----------------------------------------------------------------
+
+    def cancel(self) -> bool:
+        """Cancel the request unless a replier already handles it."""
+        with self._cond:
+            if self._status == _RUNNING:
+                return False
+            if self._status != _PENDING:
+                return self._status == _CANCELLED
+            self._status = _CANCELLED
+            self._cond.notify_all()
+        if self._channel is not None:
+            self._channel._request_cancelled(self)
+        self._run_callbacks()
+        return True
+
+    def add_done_callback(self, fn) -> None:
+        """Call ``fn(future)`` when the future is done (at once if it is)."""
+        if not callable(fn):
+            raise ValueError("add_done_callback() expects a callable.")
+        with self._cond:
+            if self._status < _CANCELLED:
+                self._callbacks.append(fn)
+                return
+        self._call(fn)
+
+    def set_running_or_notify_cancel(self) -> bool:
+        """Mark the future running; False if it was cancelled."""
+        with self._cond:
+            if self._status == _CANCELLED:
+                return False
+            if self._status != _PENDING:
+                raise RuntimeError(
+                    "set_running_or_notify_cancel() on a started future."
+                )
+            self._status = _RUNNING
+            return True
+
+    def set_result(self, result: Any) -> None:
+        """Set the result of a running future and call its callbacks."""
+        self._finish(_DONE, result)
+
+    def set_exception(self, exception: BaseException | str) -> None:
+        """Set the exception of a running future and call its callbacks."""
+        if isinstance(exception, str):
+            exception = Exception(exception)
+        if not isinstance(exception, BaseException):
+            raise ValueError("set_exception() needs an exception instance.")
+        self._finish(_ERROR, exception)
+
+    def _finish(self, status: int, value: Any) -> bool:
+        with self._cond:
+            if self._status >= _CANCELLED:
+                return False
+            self._status = status
+            self._result = value
+            self._cond.notify_all()
+        self._run_callbacks()
+        return True
+
+    def _add_waiter(self, fn) -> None:
+        with self._cond:
+            if self._status < _CANCELLED:
+                self._waiters.append(fn)
+                return
+        fn(self)
+
+    def _run_callbacks(self) -> None:
+        with self._cond:
+            callbacks, self._callbacks = self._callbacks, []
+            waiters, self._waiters = self._waiters, []
+        for fn in waiters:
+            fn(self)
+        for fn in callbacks:
+            self._call(fn)
+
+    def _call(self, fn) -> None:
+        if events.loop_active():
+            events.call_later(fn, 0, self)
+            return
+        try:
+            fn(self)
+        except Exception:
+            logger.exception("yoton: exception in a Future done-callback")
+
+    def __repr__(self) -> str:
+        names = ["pending", "running", "cancelled", "error", "done"]
+        return f"<yoton.Future #{self._request_id} {names[self._status]}>"
+
+
+def _settle(waiter: asyncio.Future, future: Future) -> None:
+    if waiter.done():
+        return
+    if future._status == _DONE:
+        waiter.set_result(future._result)
+    elif future._status == _ERROR:
+        waiter.set_exception(future._result)
+    else:
+        waiter.set_exception(asyncio.CancelledError())
+
+
+def _remote_error(text: Any) -> RemoteError:
+    """Build a RemoteError from the text of an error reply (ours or 2.2's)."""
+    text = str(text)
+    if _TRACEBACK_MARK in text:
+        head, remote_tb = text.split(_TRACEBACK_MARK, 1)
+        type_name, _, message = head.partition(": ")
+        return RemoteError(type_name, message, remote_tb)
+    return RemoteError("Exception", text.strip())
+
+
+class ReqChannel(BaseChannel):
+    """The requesting side: ``req.name(*args, **kwargs)`` returns a Future.
+
+    Arguments and results are OBJECT values. Several RepChannels on the slot
+    share the load: each request is handled by exactly one of them.
+    """
+
+    def __init__(
+        self, context, slot_base: str, default_future_timeout: float = 10.0
+    ) -> None:
+        super().__init__(context, slot_base, OBJECT)
+        self._lock = threading.RLock()
+        self._futures: dict[int, Future] = {}
+        self._counter = 0
+        self._default_timeout = default_future_timeout
+        self._repliers: dict[int, int] = {}  # known replier id -> outstanding calls
+        self._timer_cond = threading.Condition(self._lock)
+        self._timer_thread: threading.Thread | None = None
+
+    def _messaging_patterns(self) -> tuple[str, str]:
+        return "req-rep", "rep-req"
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):
+            raise AttributeError(name)
+
+        def proxy(*args: Any, **kwargs: Any) -> Future:
+            return self._request(name, args, kwargs)
+
+        proxy.__name__ = name
+        return proxy
+
+    # -- making requests -----------------------------------------------------------
+
+    def _request(self, name: str, args: tuple, kwargs: dict) -> Future:
+        data = self.message_to_bytes((name, args, kwargs))  # EncodeError at once
+        self._check_open()
+        with self._lock:
+            self._counter += 1
+            future = Future(self, self._counter, self._default_timeout)
+            future._request_data = data
+            self._futures[self._counter] = future
+            idle = [rid for rid, busy in self._repliers.items() if not busy]
+            if idle:
+                future._status = _RUNNING
+                future._replier = idle[0]
+                future._direct = True
+                self._repliers[idle[0]] += 1
+        if future._direct:
+            self._send(data, future._replier, future._request_id)
+        else:
+            self._ask(future)
+        return future
+
+    def _ask(self, future: Future) -> None:
+        future._next_ask = time.monotonic() + RESEND_INTERVAL
+        self._control(_ASK, 0, future._request_id)
+        self._wake_timer()
+
+    def _control(self, what: bytes, dest_id: int, request_id: int) -> None:
+        try:
+            self._send(what, dest_id, request_id + REQREP_SEQ_REF, block=False)
+        except OSError:
+            pass
+
+    def _request_cancelled(self, future: Future) -> None:
+        with self._lock:
+            self._futures.pop(future._request_id, None)
+        if not self._closed:
+            self._control(_FORGET, 0, future._request_id)
+
+    # -- the timer: re-ask and auto-cancel; sleeps while nothing waits ------------
+
+    def _wake_timer(self) -> None:
+        with self._timer_cond:
+            if self._timer_thread is None:
+                self._timer_thread = threading.Thread(
+                    target=self._timer_loop, name="yoton-req-timer", daemon=True
+                )
+                self._timer_thread.start()
+            self._timer_cond.notify()
+
+    def _timer_loop(self) -> None:
+        while not self._closed:
+            with self._timer_cond:
+                now = time.monotonic()
+                due = []
+                next_time = None
+                for future in self._futures.values():
+                    if future._status != _PENDING:
+                        continue
+                    deadline = future._start_time + future._auto_cancel
+                    wake = min(deadline, future._next_ask)
+                    if wake <= now:
+                        due.append(future)
+                    elif next_time is None or wake < next_time:
+                        next_time = wake
+                if not due:
+                    self._timer_cond.wait(
+                        None if next_time is None else next_time - now
+                    )
+                    continue
+            for future in due:
+                if time.monotonic() >= future._start_time + future._auto_cancel:
+                    future.cancel()
+                elif future._status == _PENDING:
+                    self._ask(future)
+
+    # -- receiving -----------------------------------------------------------------
+
+    def _after_deposit(self) -> None:
+        """Handle acknowledgements and replies (called outside the routing lock)."""
+        while True:
+            package = self._recv(False)
+            if package is None:
+                return
+            if package.dest_id != self._context.id:
+                continue
+            if package.dest_seq >= REQREP_SEQ_REF:
+                self._on_control(package)
+            else:
+                self._on_reply(package)
+
+    def _on_control(self, package) -> None:
+        request_id = package.dest_seq - REQREP_SEQ_REF
+        what = bytes(package.data)
+        replier = package.source_id
+        with self._lock:
+            future = self._futures.get(request_id)
+            self._repliers.setdefault(replier, 0)
+            if future is None:
+                return
+            if what == _ACK:
+                if future._status != _PENDING:
+                    return
+                future._status = _RUNNING
+                future._replier = replier
+                self._repliers[replier] += 1
+                take = True
+            elif what == _BUSY and future._direct and future._replier == replier:
+                # The replier we picked is busy: negotiate with all of them.
+                future._status = _PENDING
+                future._direct = False
+                future._replier = 0
+                self._repliers[replier] = max(1, self._repliers[replier])
+                take = False
+            else:
+                return
+        if take:
+            self._send(future._request_data, replier, request_id, block=False)
+            self._control(_FORGET, 0, request_id)
+        else:
+            self._ask(future)
+
+    def _on_reply(self, package) -> None:
+        with self._lock:
+            future = self._futures.pop(package.dest_seq, None)
+            replier = package.source_id
+            if replier in self._repliers:
+                self._repliers[replier] = max(0, self._repliers[replier] - 1)
+            else:
+                self._repliers[replier] = 0
+        if future is None:
+            return
+        try:
+            reply = self.message_from_bytes(package.data)
+        except Exception as err:
+            future.set_exception(err)
+            return
+        if isinstance(reply, tuple) and len(reply) == 2 and reply[0] == ERROR_OBJECT:
+            future.set_exception(_remote_error(reply[1]))
+        else:
+            future.set_result(reply)
+
+    def _sources_lost(self, ids: list[int]) -> None:
+        lost = set(ids)
+        with self._lock:
+            for replier in lost:
+                self._repliers.pop(replier, None)
+            failed = [f for f in self._futures.values() if f._replier in lost]
+            for future in failed:
+                self._futures.pop(future._request_id, None)
+        for future in failed:
+            future._finish(
+                _ERROR,
+                ReplierLostError(
+                    f"The replier handling request {future._request_id} disconnected "
+                    "before replying."
+                ),
+            )
+
+    def close(self) -> None:
+        """Close the channel; pending requests are cancelled."""
+        super().close()
+        with self._lock:
+            futures = list(self._futures.values())
+            self._futures.clear()
+            self._timer_cond.notify_all()
+        for future in futures:
+            future._finish(_CANCELLED, None)
+
+
+class RepChannel(BaseChannel):
+    """The replying side: subclass it and define the methods requesters may call.
+
+    Only public methods defined by the subclass (and :meth:`echo`) can be
+    called remotely. Call ``set_mode('thread')`` (or 'event') to start serving.
+    """
+
+    def __init__(self, context, slot_base: str) -> None:
+        super().__init__(context, slot_base, OBJECT)
+        self._mode = 0
+        self._lock = threading.Lock()
+        self._pre_requests: list = []  # (requester id, request id) that asked
+        self._acked: tuple[int, int, float] | None = None
+        self._busy = False
+        self._thread: threading.Thread | None = None
+
+    def _messaging_patterns(self) -> tuple[str, str]:
+        return "rep-req", "req-rep"
+
+    def set_mode(self, mode: int | str) -> None:
+        """Serve requests: 0/'off', 1/'event' (yoton event loop), 2/'thread'."""
+        if isinstance(mode, str):
+            mode = mode.lower()
+        if mode in (0, "off"):
+            self._mode = 0
+            self.received.unbind(self._process_pending)
+        elif mode in (1, "event", "event-driven"):
+            self._mode = 1
+            self.received.bind(self._process_pending)
+            if self.pending:
+                events.call_later(self._process_pending, 0)
+        elif mode in (2, "thread", "thread-driven"):
+            self._mode = 2
+            self.received.unbind(self._process_pending)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._serve_thread, name="yoton-rep", daemon=True
+                )
+                self._thread.start()
+        else:
+            raise ValueError(f"Invalid mode {mode!r}: use 'off', 'event' or 'thread'.")
+
+    def echo(self, arg1: Any, sleep: float = 0.0) -> tuple:
+        """Return (arg1, hex id of this context), after sleeping ``sleep`` s."""
+        if sleep:
+            time.sleep(sleep)
+        return arg1, hex(self._context.id)
+
+    # -- serving -------------------------------------------------------------------
+
+    def _serve_thread(self) -> None:
+        while self._mode == 2 and not self._closed:
+            try:
+                package = self._q_in.pop(True)
+            except Empty:
+                break  # closed
+            self._handle(package)
+            self._acknowledge_next()
+
+    def _process_pending(self, _channel: Any = None) -> None:
+        if self._mode != 1:
+            return
+        while True:
+            package = self._recv(False)
+            if package is None:
+                break
+            self._handle(package)
+        self._acknowledge_next()
+
+    def _recv_packages(self, packages: list) -> None:
+        # Routing lock held: handle control messages here, queue calls.
+        calls = []
+        for package in packages:
+            if package.dest_seq >= REQREP_SEQ_REF:
+                self._on_control(package)
+            elif package.dest_id == self._context.id:
+                calls.append(package)
+        if calls:
+            with self._lock:
+                acked = self._acked
+                for package in calls:
+                    is_acked = acked is not None and acked[:2] == (
+                        package.source_id,
+                        package.dest_seq,
+                    )
+                    if is_acked:
+                        self._acked = acked = None
+                    elif self._busy or self._q_in._items:
+                        # A direct call while busy: let the requester negotiate.
+                        self._bounce(package)
+                        continue
+                    self._q_in.push(package)
+            self._notify_received()
+        self._acknowledge_next()
+
+    def _bounce(self, package) -> None:
+        self._send(
+            _BUSY, package.source_id, package.dest_seq + REQREP_SEQ_REF, block=False
+        )
+
+    def _on_control(self, package) -> None:
+        key = (package.source_id, package.dest_seq - REQREP_SEQ_REF)
+        what = bytes(package.data)
+        with self._lock:
+            self._pre_requests = [p for p in self._pre_requests if p != key]
+            if what == _ASK:
+                self._pre_requests.append(key)
+            elif what == _FORGET and self._acked and self._acked[:2] == key:
+                self._acked = None
+
+    def _acknowledge_next(self) -> None:
+        """Offer to take the oldest request that asked, if we are free."""
+        with self._lock:
+            if self._acked and time.monotonic() - self._acked[2] > ACK_EXPIRY:
+                self._acked = None
+            if self._acked or self._busy or self._q_in._items or not self._pre_requests:
+                return
+            if self._mode == 0 or self._closed:
+                return
+            requester, request_id = self._pre_requests.pop(0)
+            self._acked = (requester, request_id, time.monotonic())
+        try:
+            self._send(_ACK, requester, request_id + REQREP_SEQ_REF, block=False)
+        except OSError:
+            pass
+
+    def _handle(self, package) -> None:
+        with self._lock:
+            self._busy = True
+        try:
+            reply = self._call(package)
+            try:
+                data = self.message_to_bytes(reply)
+            except EncodeError as err:
+                data = self.message_to_bytes(_error_reply(err))
+            try:
+                self._send(data, package.source_id, package.dest_seq, block=False)
+            except OSError:
+                pass  # channel closed
+        finally:
+            with self._lock:
+                self._busy = False
+
+    def _call(self, package) -> Any:
+        try:
+            request = self.message_from_bytes(package.data)
+            name, args, kwargs = request
+            method = self._public_method(name)
+            if not isinstance(args, list | tuple) or not isinstance(kwargs, dict):
+                raise TypeError("A request carries (name, args tuple, kwargs dict).")
+            return method(*args, **kwargs)
+        except Exception as err:
+            logger.debug("yoton.RepChannel: error handling a request", exc_info=True)
+            return _error_reply(err)
+
+    def _public_method(self, name: Any):
+        if not isinstance(name, str) or name.startswith("_"):
+            raise AttributeError(f"{name!r} cannot be called remotely (private name).")
+        if name != "echo":
+            owner = next((k for k in type(self).__mro__ if name in vars(k)), None)
+            if owner is None:
+                raise AttributeError(
+                    f"Method {name!r} is not implemented by this replier."
+                )
+            if owner in (RepChannel, BaseChannel, object) or not issubclass(
+                owner, RepChannel
+            ):
+                raise AttributeError(
+                    f"{name!r} cannot be called remotely: only public methods that "
+                    f"the {type(self).__name__} class defines (and echo) can."
+                )
+        method = getattr(self, name)
+        if not (inspect.ismethod(method) or inspect.isfunction(method)):
+            raise AttributeError(f"{name!r} is not a method and cannot be called.")
+        return method
+
+    def close(self) -> None:
+        """Stop serving and close the channel."""
+        self._mode = 0
+        super().close()
+
+
+def _error_reply(err: BaseException) -> tuple:
+    tb = "".join(traceback.format_exception(type(err), err, err.__traceback__))
+    return ERROR_OBJECT, f"{type(err).__name__}: {err}{_TRACEBACK_MARK}{tb}"
