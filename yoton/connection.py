@@ -251,9 +251,11 @@ class TcpConnection(Connection):
         self._sent_total = 0  # buffers ever handed to the socket
         self._dropped = 0
         self._last_recv = time.monotonic()
+        self._last_send = 0.0
         self._max_message_size = context._max_message_size
         self._threads: list[threading.Thread] = []
         self._listen_sock: socket.socket | None = None
+        self._send_lock = threading.Lock()  # held while frames go to the socket
         #: Emitted as (connection, peer address, reason) when bind() refuses a peer.
         self.refused = Signal()
 
@@ -307,6 +309,7 @@ class TcpConnection(Connection):
     def _queue(self, header: bytes, data: bytes, forwarded: bool = False) -> None:
         """Queue one frame for sending; forwarded ones are dropped past the limit."""
         size = len(data) + wire.HEADER_SIZE
+        inline = None
         with self._out_cond:
             if self._status < STATUS_WAITING:
                 return
@@ -320,13 +323,29 @@ class TcpConnection(Connection):
                     )
                 return
             if len(data) <= _JOIN_LIMIT:
-                self._out.append(header + data)
+                frame = header + data
+                if not self._out and not forwarded and self._status >= STATUS_HOSTING:
+                    # Fast path: nothing queued, so send from this thread (no
+                    # hand-off to the IO thread) if no send is in progress.
+                    if self._send_lock.acquire(blocking=False):
+                        inline = frame
+                if inline is None:
+                    self._out.append(frame)
             else:
                 self._out.append(header)
                 self._out.append(data)
-            self._out_bytes += size
-            self._queued_total += 1
-            self._out_cond.notify()
+            if inline is None:
+                self._out_bytes += size
+                self._queued_total += 1
+                self._out_cond.notify()
+                return
+        # The send lock is held, so no other frame can be written before this one.
+        try:
+            self._sock.sendall(inline)
+        except OSError:
+            pass  # the receiving thread notices the broken socket and closes
+        finally:
+            self._send_lock.release()
 
     def _wait_writable(self, timeout: float | None = None) -> None:
         """Block while too many bytes are queued (backpressure for local senders)."""
@@ -345,7 +364,7 @@ class TcpConnection(Connection):
 
     def flush(self, timeout: float = 3.0) -> None:
         """Wait until every package queued so far is handed to the socket."""
-        if not self.is_connected:
+        if self._status < STATUS_CLOSING or self._status == STATUS_WAITING:
             raise ConnectionClosedError(
                 "Cannot flush a connection that is not connected."
             )
@@ -381,10 +400,12 @@ class TcpConnection(Connection):
                     self._out = deque()
                     self._out_bytes = 0
                     cond.notify_all()
-                if buffers:
-                    _send_buffers(sock, buffers)
-                else:
-                    sock.sendall(wire.HEARTBEAT_FRAME)
+                with self._send_lock:
+                    if buffers:
+                        _send_buffers(sock, buffers)
+                    elif time.monotonic() - self._last_send > HEARTBEAT_INTERVAL / 2:
+                        sock.sendall(wire.HEARTBEAT_FRAME)
+                    self._last_send = time.monotonic()
                 with cond:
                     self._sent_total = count
                     cond.notify_all()

@@ -187,8 +187,8 @@ class Listener:
             sock.close()
             return
         connection = TcpConnection(self._context, self.name)
-        self._context._adopt(connection)
         connection._start(sock, result, STATUS_HOSTING)
+        self._context._adopt(connection)
         self._context._connection_established(connection)
         self.accepted.emit(connection)
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import bisect
 import threading
 import time
+from collections import deque
 from typing import Any
 
 from .. import wire
@@ -15,8 +17,13 @@ SYNC_LWM = 16
 #: A "full" report blocks publishers for at most this long unless it is renewed.
 SYNC_LOCK_SECONDS = 10.0
 SYNC_RENEW_SECONDS = 4.0
+#: A publisher waits while this many of its messages are unconsumed by a sync sub.
+SYNC_WINDOW = 64
+#: A sync subscriber reports what it consumed after this many messages.
+SYNC_REPORT_EVERY = 16
 _MSG_FULL = b"full"
 _MSG_OK = b"ok"
+_MSG_SYNC = b"ok+ "
 
 
 class PubChannel(BaseChannel):
@@ -25,7 +32,10 @@ class PubChannel(BaseChannel):
 
     def __init__(self, context, slot_base: str, message_type: Any = None) -> None:
         super().__init__(context, slot_base, message_type)
-        self._full_subscribers: dict[int, float] = {}  # source id -> lock deadline
+        self._full_subscribers: dict[int, float] = {}  # 2.2 "full": id -> deadline
+        # Our sync subscribers: id -> (last consumed source_seq, report deadline).
+        self._sync_subscribers: dict[int, tuple[int, float]] = {}
+        self._in_flight: deque[int] = deque()  # source_seq of recent sends
         self._sync_cond = threading.Condition(threading.Lock())
 
     def _messaging_patterns(self) -> tuple[str, str]:
@@ -34,35 +44,70 @@ class PubChannel(BaseChannel):
     def send(self, message: Any) -> None:
         """Send a message to all subscribers; it arrives as one message."""
         data = self.message_to_bytes(message)
-        if self._full_subscribers:
+        if self._full_subscribers or self._sync_subscribers:
             self._wait_for_subscribers()
-        self._send(data)
+        package = self._send(data)
+        if self._sync_subscribers and package is not None:
+            with self._sync_cond:
+                self._in_flight.append(package.source_seq)
+
+    def _outstanding(self, consumed_seq: int) -> int:
+        return len(self._in_flight) - bisect.bisect_right(self._in_flight, consumed_seq)
+
+    def _blocked(self, now: float) -> bool:
+        for source_id, deadline in list(self._full_subscribers.items()):
+            if deadline <= now:
+                del self._full_subscribers[source_id]
+        for source_id, (seq, deadline) in list(self._sync_subscribers.items()):
+            if deadline <= now:
+                del self._sync_subscribers[source_id]  # silent too long: gone
+            elif self._outstanding(seq) >= SYNC_WINDOW:
+                return True
+        return bool(self._full_subscribers)
 
     def _wait_for_subscribers(self) -> None:
-        # Blocks while a subscriber in sync mode reports a full queue.
+        # Blocks while a subscriber in sync mode is too far behind.
         with self._sync_cond:
-            while self._full_subscribers and not self._closed:
+            while not self._closed:
                 now = time.monotonic()
-                deadline = max(self._full_subscribers.values())
-                if deadline <= now:
-                    self._full_subscribers.clear()
+                if not self._blocked(now):
                     break
-                self._sync_cond.wait(deadline - now)
+                deadlines = [d for _, d in self._sync_subscribers.values()]
+                deadlines += list(self._full_subscribers.values())
+                self._sync_cond.wait(max(0.001, min(deadlines) - now))
+            if self._sync_subscribers:
+                oldest = min(seq for seq, _ in self._sync_subscribers.values())
+                while self._in_flight and self._in_flight[0] <= oldest:
+                    self._in_flight.popleft()
+            else:
+                self._in_flight.clear()
 
     def _recv_packages(self, packages: list) -> None:
+        me = f"{self._context.id:016x}="
         with self._sync_cond:
+            now = time.monotonic()
             for package in packages:
-                if bytes(package.data) == _MSG_FULL:
-                    deadline = time.monotonic() + SYNC_LOCK_SECONDS
-                    self._full_subscribers[package.source_id] = deadline
-                else:
-                    self._full_subscribers.pop(package.source_id, None)
+                text = bytes(package.data).decode("ascii", "replace")
+                source = package.source_id
+                if text == "full":
+                    self._full_subscribers[source] = now + SYNC_LOCK_SECONDS
+                    continue
+                self._full_subscribers.pop(source, None)
+                if not text.startswith("ok+"):
+                    continue  # a 2.2 subscriber
+                # Our extension: "ok+ <hex pub id>=<last consumed seq> ...".
+                seq = self._sync_subscribers.get(source, (0, 0))[0]
+                for item in text.split()[1:]:
+                    if item.startswith(me) and item[len(me) :].isdigit():
+                        seq = int(item[len(me) :])
+                self._sync_subscribers[source] = (seq, now + SYNC_LOCK_SECONDS)
             self._sync_cond.notify_all()
 
     def _sources_lost(self, ids: list[int]) -> None:
         with self._sync_cond:
             for source_id in ids:
                 self._full_subscribers.pop(source_id, None)
+                self._sync_subscribers.pop(source_id, None)
             self._sync_cond.notify_all()
 
     def close(self) -> None:
@@ -81,9 +126,18 @@ class SubChannel(BaseChannel):
         self._reported_full = False
         self._report_time = 0.0
         self._ref_seq = 0
+        self._consumed: dict[int, int] = {}  # source id -> last consumed seq
+        self._since_report = 0
 
     def _messaging_patterns(self) -> tuple[str, str]:
         return "sub-pub", "pub-sub"
+
+    def _consume(self, packages: list) -> list:
+        if self._sync:
+            for package in packages:
+                self._consumed[package.source_id] = package.source_seq
+            self._since_report += len(packages)
+        return [self._decode(p) for p in packages]
 
     def __iter__(self):
         return self
@@ -92,8 +146,9 @@ class SubChannel(BaseChannel):
         package = self._recv(False)
         if package is None:
             raise StopIteration()
+        message = self._consume([package])[0]
         self._check_queue_status()
-        return self._decode(package)
+        return message
 
     def recv(self, block: bool | float = True) -> Any:
         """Return the next message.
@@ -103,16 +158,18 @@ class SubChannel(BaseChannel):
         channel is closed) the empty message is returned ("" for text).
         """
         package = self._recv(block)
-        self._check_queue_status()
         if package is None:
+            self._check_queue_status()
             return self.message_from_bytes(b"")
-        return self._decode(package)
+        message = self._consume([package])[0]
+        self._check_queue_status()
+        return message
 
     def recv_all(self) -> list:
         """Return all pending messages (possibly none)."""
-        packages = self._q_in.pop_all()
+        messages = self._consume(self._q_in.pop_all())
         self._check_queue_status()
-        return [self._decode(p) for p in packages]
+        return messages
 
     def recv_selected(self) -> list:
         """After select_sub_channel(): the messages older than any pending
@@ -127,8 +184,9 @@ class SubChannel(BaseChannel):
             if package.recv_seq > self._ref_seq:
                 break
             selected.append(queue.pop(False))
+        messages = self._consume(selected)
         self._check_queue_status()
-        return [self._decode(p) for p in selected]
+        return messages
 
     def set_sync_mode(self, value: bool) -> None:
         """In sync mode, publishers wait while this channel's queue is too long."""
@@ -136,6 +194,8 @@ class SubChannel(BaseChannel):
         if not value and self._reported_full:
             self._report(False)
         self._sync = value
+        if value:
+            self._report(False)
 
     # -- sync mode ---------------------------------------------------------------
 
@@ -152,17 +212,25 @@ class SubChannel(BaseChannel):
             self._report(True)
         elif size < SYNC_LWM and self._reported_full:
             self._report(False)
-        elif self._reported_full and time.monotonic() > self._report_time:
-            self._report(True)
+        elif self._since_report >= SYNC_REPORT_EVERY or (
+            self._since_report and not size
+        ):
+            self._report(False)
+        elif time.monotonic() > self._report_time:
+            self._report(self._reported_full)
 
     def _report(self, full: bool) -> None:
         self._reported_full = full
         self._report_time = time.monotonic() + SYNC_RENEW_SECONDS
-        if self._closed or not self._context.connection_count:
+        if self._closed:
             return
-        package = wire.Package(
-            _MSG_FULL if full else _MSG_OK, self._slot_out_h, 0, 0, 0, 0
-        )
+        self._since_report = 0
+        if full:
+            data = _MSG_FULL
+        else:
+            consumed = " ".join(f"{k:016x}={v}" for k, v in self._consumed.items())
+            data = _MSG_SYNC + consumed.encode()
+        package = wire.Package(data, self._slot_out_h, 0, 0, 0, 0)
         self._context._send_package(package, block=False)
 
     def _pending_range(self) -> tuple[int, int]:
