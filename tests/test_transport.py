@@ -319,7 +319,7 @@ def test_flush_and_close(make_context):
     wait_for(lambda: conn.is_connected)
     pub = yoton.PubChannel(a, "f")
     sub = yoton.SubChannel(b, "f")
-    for i in range(100):
+    for _ in range(100):
         pub.send("x" * 1000)
     assert a.flush(5)
     wait_for(lambda: sub.pending == 100)

@@ -115,7 +115,7 @@ def test_fuzz_frames_round_trip(items):
     ]
 
 
-# -- greeting state machine -------------------------------------------------------------
+# -- greeting state machine --------------------------------------------------
 
 
 def _run(client: wire.Handshake, host: wire.Handshake):

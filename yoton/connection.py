@@ -7,6 +7,7 @@ frame out of each ``recv`` and hands them to the context for routing.
 
 from __future__ import annotations
 
+import builtins
 import logging
 import os
 import select
@@ -607,18 +608,24 @@ def run_handshake(
         sock.sendall(first)
     while not handshake.done:
         remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise wire.HandshakeError(
-                f"Handshake timed out after {timeout} s (the peer said too little).",
-                b"ERROR: handshake timed out\r\n",
-            )
-        sock.settimeout(remaining)
+        data = None
+        if remaining > 0:
+            sock.settimeout(remaining)
         try:
-            data = sock.recv(4096)
-        except TimeoutError:
-            continue
+            if remaining > 0:
+                data = sock.recv(4096)
+        except builtins.TimeoutError:
+            pass
         except OSError as err:
             raise wire.HandshakeError(f"Socket error during handshake: {err}") from None
+        if data is None:
+            try:
+                sock.sendall(b"ERROR: handshake timed out\r\n")
+            except OSError:
+                pass
+            raise wire.HandshakeError(
+                f"Handshake timed out after {timeout} s (the peer said too little)."
+            )
         if not data:
             raise wire.HandshakeError(
                 "The other end closed the connection during the handshake."

@@ -1,0 +1,151 @@
+"""Misbehaving peers (raw sockets) close only their own connection, with a reason."""
+
+import resource
+import socket
+import struct
+import time
+
+import pytest
+from conftest import wait_for
+
+import yoton
+from yoton import wire
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def host(make_context):
+    """A context listening for many peers, plus one healthy client."""
+    ctx = make_context(max_message_size=1 << 20)
+    listener = ctx.listen("localhost:0")
+    healthy = make_context()
+    healthy.connect(f"localhost:{listener.port}", timeout=5)
+    wait_for(lambda: ctx.connection_count == 1)
+    return ctx, listener, healthy
+
+
+def still_serving(ctx, healthy):
+    sub = yoton.SubChannel(healthy, f"probe{time.monotonic_ns()}")
+    yoton.PubChannel(ctx, sub.slot_incoming.split(".")[0]).send("alive")
+    return sub.recv(5) == "alive"
+
+
+def raw_peer(port, greet=True):
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    if greet:
+        sock.sendall(wire.format_greeting(0x1234, 99))
+        line = b""
+        while not line.endswith(b"\r\n"):
+            line += sock.recv(1)
+        assert line.startswith(b"YOTON!")
+    return sock
+
+
+def closed_reasons(ctx):
+    reasons = []
+
+    def on_closed(conn, reason):
+        reasons.append(reason)
+
+    return reasons, on_closed
+
+
+def cpu_seconds():
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def test_garbage_greeting_is_refused(host):
+    ctx, listener, healthy = host
+    sock = socket.create_connection(("127.0.0.1", listener.port), timeout=5)
+    sock.sendall(b"GET / HTTP/1.1\r\n\r\n")
+    assert sock.recv(100).startswith(b"ERROR: ")
+    wait_for(lambda: listener.refused_count == 1)
+    assert still_serving(ctx, healthy)
+
+
+def test_overlong_greeting_is_refused(host):
+    ctx, listener, healthy = host
+    sock = socket.create_connection(("127.0.0.1", listener.port), timeout=5)
+    sock.sendall(b"YOTON!" + b"a" * 5000)
+    assert b"too long" in sock.recv(100)
+    wait_for(lambda: listener.refused_count == 1)
+    assert still_serving(ctx, healthy)
+
+
+def test_silent_peer_times_out(host, monkeypatch):
+    ctx, listener, healthy = host
+    monkeypatch.setattr(wire, "HANDSHAKE_TIMEOUT", 0.5)
+    import yoton.hosting
+
+    monkeypatch.setattr(
+        yoton.hosting,
+        "run_handshake",
+        lambda sock, hs: yoton.connection.run_handshake(sock, hs, 0.5),
+    )
+    sock = socket.create_connection(("127.0.0.1", listener.port), timeout=5)
+    wait_for(lambda: listener.refused_count == 1)
+    assert sock.recv(100).startswith(b"ERROR: handshake timed out")
+    assert still_serving(ctx, healthy)
+
+
+def _connection_from(ctx, pid):
+    wait_for(lambda: any(c.pid2 == pid for c in ctx.connections))
+    return next(c for c in ctx.connections if c.pid2 == pid)
+
+
+@pytest.mark.parametrize(
+    "payload, reason",
+    [
+        (b"XXXXXXXX" + b"\0" * 48, "control word"),
+        (wire.encode_header(9, 1, 1, 0, 0, 1 << 40), "limit"),
+        (wire.encode_header(9, 1, 1, 0, 0, 100) + b"only part", "middle of a message"),
+    ],
+    ids=["bad-control-word", "forged-length", "closed-mid-payload"],
+)
+def test_bad_frames_close_that_connection_only(host, payload, reason):
+    ctx, listener, healthy = host
+    sock = raw_peer(listener.port)
+    conn = _connection_from(ctx, 99)
+    reasons = []
+    conn.closed.bind(lambda c, r: reasons.append(r))
+    before = cpu_seconds()
+    sock.sendall(payload)
+    if reason == "middle of a message":
+        sock.shutdown(socket.SHUT_WR)
+    wait_for(lambda: not conn.is_alive)
+    assert reason in conn.close_reason
+    wait_for(lambda: yoton.process_events(False) or reasons)
+    assert reason in reasons[0]
+    # Nothing spins afterwards and the forged length was never allocated.
+    time.sleep(0.5)
+    assert cpu_seconds() - before < 0.4
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss < 1 << 20  # KiB
+    assert still_serving(ctx, healthy)
+    sock.close()
+
+
+def test_peer_vanishing_between_frames_is_a_clean_close(host):
+    ctx, listener, healthy = host
+    sock = raw_peer(listener.port)
+    conn = _connection_from(ctx, 99)
+    package = wire.Package(b"hello", 12345, 0x1234, 1)
+    sock.sendall(package.header() + package.data)
+    sock.close()
+    wait_for(lambda: not conn.is_alive)
+    # EOF, or a reset when our heartbeats were still unread on its side.
+    assert "dropped" in conn.close_reason or "reset" in conn.close_reason
+    assert still_serving(ctx, healthy)
+
+
+def test_heartbeats_are_sent_to_a_raw_peer(host):
+    ctx, listener, healthy = host
+    sock = raw_peer(listener.port)
+    sock.settimeout(5)
+    data = b""
+    while len(data) < wire.HEADER_SIZE:
+        data += sock.recv(wire.HEADER_SIZE - len(data))
+    fields = struct.unpack("<7Q", data)
+    assert fields[0] == wire.CONTROL_WORD and fields[1] == wire.SLOT_DUMMY
+    sock.close()
