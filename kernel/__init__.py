@@ -1,0 +1,7 @@
+"""The yoton kernel: a Python process that runs user code, served over yoton channels.
+
+Started by the broker as ``python -m kernel``; see ``kernel/PROTOCOL.md`` for the
+channels it uses and ``kernel/__main__.py`` for how it is launched.
+"""
+
+__version__ = "3.0.0.dev0"

@@ -1,0 +1,383 @@
+"""Interactive-interpreter semantics, like ``python -i``, driven by lines and callbacks.
+
+The interpreter knows nothing of yoton: lines come from a ``LineQueue`` (fed by
+whoever receives ctrl-command messages) and prompts, status values and echoed lines
+go to callbacks. Output goes through the kernel stdio of ``streams.py``.
+"""
+
+from __future__ import annotations
+
+import builtins
+import codeop
+import linecache
+import os
+import re
+import signal
+import sys
+import threading
+import traceback
+import types
+from collections import deque
+from collections.abc import Callable
+from types import TracebackType
+
+from kernel.streams import InputStream, KernelStdio, OutputBuffer
+
+PS1 = ">>> "
+PS2 = "... "
+
+_KERNEL_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+_MAIN_THREAD_ID = threading.main_thread().ident
+_NEWLINE = re.compile(r"\r\n|\r|\n")  # what the tokenizer treats as a line end
+
+
+class Status:
+    """The values published on the stat-interpreter state channel."""
+
+    STARTING = "Starting"  # kernel process is setting up
+    READY = "Ready"  # waiting for a new statement (prompt PS1)
+    MORE = "More"  # waiting for the rest of a multi-line statement (prompt PS2)
+    BUSY = "Busy"  # running user code
+    INPUT = "Input"  # user code waits in input() / sys.stdin.readline()
+
+
+def split_lines(message: str) -> list[str]:
+    """Split a ctrl-command message into lines; one trailing newline ends the last."""
+    lines = _NEWLINE.split(message)
+    if len(lines) > 1 and lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+def _noop(_text: str) -> None:
+    pass
+
+
+class InterruptGuard:
+    """Decide whether SIGINT raises KeyboardInterrupt now or at the next safe point.
+
+    SIGINT raises only while the main thread runs user code or waits for a line;
+    anywhere else in the kernel (publishing a prompt, bookkeeping) it is remembered
+    and raised when the main thread next enters an interruptible section.
+    """
+
+    def __init__(self) -> None:
+        self.active = False
+        self.pending = False
+
+    def handle_sigint(self, signum: int, frame: types.FrameType | None) -> None:
+        """Signal handler for SIGINT."""
+        if self.active:
+            raise KeyboardInterrupt
+        self.pending = True
+
+    def interruptible(self) -> _Interruptible:
+        """Context manager for a section where KeyboardInterrupt may be raised."""
+        return _Interruptible(self)
+
+
+class _Interruptible:
+    __slots__ = ("_guard", "_previous")
+
+    def __init__(self, guard: InterruptGuard) -> None:
+        self._guard = guard
+        self._previous: bool | None = None
+
+    def __enter__(self) -> None:
+        if threading.get_ident() != _MAIN_THREAD_ID:
+            return  # signals are only ever handled in the main thread
+        guard = self._guard
+        if guard.pending:
+            guard.pending = False
+            raise KeyboardInterrupt
+        self._previous = guard.active
+        guard.active = True
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._previous is not None:
+            self._guard.active = self._previous
+
+
+class LineQueue:
+    """Lines of ctrl-command messages in arrival order; ``get`` waits interruptibly."""
+
+    def __init__(self, guard: InterruptGuard | None = None) -> None:
+        self.guard = guard or InterruptGuard()
+        self._cond = threading.Condition()
+        self._messages: deque[deque[str]] = deque()
+        self._started = False  # the first message was partly consumed
+
+    def put(self, message: str) -> None:
+        """Add the lines of one message."""
+        lines = deque(split_lines(message))
+        with self._cond:
+            self._messages.append(lines)
+            self._cond.notify()
+
+    def get(self) -> str:
+        """Take the next line, waiting for one; SIGINT interrupts the wait."""
+        with self._cond:
+            while not self._messages:
+                with self.guard.interruptible():
+                    self._cond.wait()
+            head = self._messages[0]
+            line = head.popleft()
+            self._started = bool(head)
+            if not head:
+                self._messages.popleft()
+            return line
+
+    def discard_current(self) -> int:
+        """Drop the rest of a partly consumed message (a pasted block); count lines."""
+        with self._cond:
+            if not self._started:
+                return 0
+            self._started = False
+            return len(self._messages.popleft())
+
+    def __len__(self) -> int:
+        with self._cond:
+            return sum(len(m) for m in self._messages)
+
+
+def make_main_module() -> types.ModuleType:
+    """A fresh module named ``__main__`` for user code, like that of ``python -i``."""
+    module = types.ModuleType("__main__")
+    module.__builtins__ = builtins  # type: ignore[attr-defined]
+    return module
+
+
+def _is_kernel_file(filename: str) -> bool:
+    return filename.startswith(_KERNEL_DIR)
+
+
+def _skip_kernel_frames(tb: TracebackType | None) -> TracebackType | None:
+    while tb is not None and _is_kernel_file(tb.tb_frame.f_code.co_filename):
+        tb = tb.tb_next
+    return tb
+
+
+def format_exception(exc: BaseException, tb: TracebackType | None) -> str:
+    """Format a traceback like Python does, leaving out the kernel's own frames."""
+    te = traceback.TracebackException(type(exc), exc, tb, compact=True)
+    te.stack = traceback.StackSummary.from_list(
+        [f for f in te.stack if not _is_kernel_file(f.filename)]
+    )
+    return "".join(te.format())
+
+
+class Interpreter:
+    """Feed lines one by one; compile with codeop; run complete input in __main__."""
+
+    def __init__(
+        self,
+        output: OutputBuffer,
+        lines: LineQueue,
+        *,
+        on_prompt: Callable[[str], None] = _noop,
+        on_status: Callable[[str], None] = _noop,
+        on_echo: Callable[[str], None] = _noop,
+        module: types.ModuleType | None = None,
+    ) -> None:
+        self.lines = lines
+        self.guard = lines.guard
+        self.stdio = KernelStdio(output, self.read_input_line)
+        self.module = module if module is not None else make_main_module()
+        self.namespace = self.module.__dict__
+        self._on_prompt = on_prompt
+        self._on_status = on_status
+        self._on_echo = on_echo
+        self._compile = codeop.CommandCompiler()
+        self._buffer: list[str] = []
+        self._count = 0  # numbers the <python-input-N> pseudo files
+        self._status: str | None = None
+        self._builtin_input = builtins.input
+
+    # -- setup ---------------------------------------------------------------
+
+    def install(self) -> None:
+        """Install ``__main__``, the prompts, input() and the kernel's stdio."""
+        sys.modules["__main__"] = self.module
+        if not hasattr(sys, "ps1"):
+            sys.ps1 = PS1
+        if not hasattr(sys, "ps2"):
+            sys.ps2 = PS2
+        builtins.input = self.input
+        self.stdio.install()
+
+    def install_sigint_handler(self) -> None:
+        """Let SIGINT interrupt user code (main thread only)."""
+        signal.signal(signal.SIGINT, self.guard.handle_sigint)
+
+    def set_status(self, status: str) -> None:
+        """Publish ``status`` if it differs from the last one published."""
+        if status != self._status:
+            self._status = status
+            self._on_status(status)
+
+    # -- the loop ------------------------------------------------------------
+
+    def run(self) -> int:
+        """Serve lines until user code exits; return the exit code."""
+        while True:
+            code = self.step()
+            if code is not None:
+                return code
+
+    def step(self) -> int | None:
+        """Prompt, wait for one line and handle it; an exit code if user code exited."""
+        try:
+            more = bool(self._buffer)
+            self.stdio.flush()
+            self.set_status(Status.MORE if more else Status.READY)
+            self._on_prompt(_prompt("ps2" if more else "ps1"))
+            line = self.lines.get()
+        except KeyboardInterrupt:
+            self._buffer.clear()  # like Ctrl-C at the prompt: a fresh prompt
+            return None
+        self._on_echo(line + "\n")
+        try:
+            self.push(line)
+        except SystemExit as exc:
+            return self._exit_code(exc)
+        return None
+
+    def push(self, line: str) -> bool:
+        """Add one line of source; run it once complete; True if more is needed."""
+        self._buffer.append(line)
+        source = "\n".join(self._buffer)
+        filename = f"<python-input-{self._count}>"
+        try:
+            code = self._compile(source, filename, "single")
+        except (SyntaxError, OverflowError, ValueError):
+            if self._run_block_before(line):
+                return self.push(line)
+            self._buffer.clear()
+            self._count += 1
+            self._show_syntax_error()
+            return False
+        if code is None:
+            return True
+        self._buffer.clear()
+        self._count += 1
+        # Register the source so tracebacks and inspect.getsource() can show it.
+        lines = [text + "\n" for text in source.split("\n")]
+        linecache.cache[filename] = (len(source), None, lines, filename)
+        self._run_code(code)
+        return False
+
+    def _run_block_before(self, line: str) -> bool:
+        """Handle a pasted block without its closing blank line.
+
+        A non-indented line after a complete compound statement is a SyntaxError for
+        the console; run the statement first (True), so pasted code works.
+        """
+        if len(self._buffer) < 2 or not line or line[0] in " \t#":
+            return False
+        block = self._buffer[:-1]
+        source = "\n".join(block) + "\n"
+        filename = f"<python-input-{self._count}>"
+        try:
+            code = self._compile(source, filename, "single")
+        except (SyntaxError, OverflowError, ValueError):
+            return False
+        if code is None:
+            return False
+        self._buffer.clear()
+        self._count += 1
+        linecache.cache[filename] = (
+            len(source),
+            None,
+            [text + "\n" for text in block],
+            filename,
+        )
+        self._run_code(code)
+        return True
+
+    def _run_code(self, code: types.CodeType) -> None:
+        self.stdio.install()
+        self.set_status(Status.BUSY)
+        try:
+            with self.guard.interruptible():
+                exec(code, self.namespace)
+        except SystemExit:
+            self.stdio.install()
+            raise
+        except BaseException as exc:
+            self.stdio.install()
+            if isinstance(exc, KeyboardInterrupt):
+                self.lines.discard_current()
+            self._show_traceback()
+        else:
+            self.stdio.install()
+
+    # -- input() ---------------------------------------------------------------
+
+    def input(self, prompt: object = "") -> str:
+        """Replacement for builtins.input: the prompt goes to strm-prompt."""
+        stdin = sys.stdin
+        if not isinstance(stdin, InputStream):
+            return self._builtin_input(prompt)
+        try:
+            sys.stdout.flush()
+        except Exception:
+            pass
+        return stdin.ask(str(prompt))
+
+    def read_input_line(self, prompt: str) -> str:
+        """Take the next command line for user code (input() / sys.stdin)."""
+        self.stdio.flush()
+        previous = self._status or Status.BUSY
+        self.set_status(Status.INPUT)
+        if prompt:
+            self._on_prompt(prompt)
+        try:
+            line = self.lines.get()
+        finally:
+            self.set_status(previous)
+        self._on_echo(line + "\n")
+        return line
+
+    # -- errors ------------------------------------------------------------------
+
+    def _show_syntax_error(self) -> None:
+        exc_type, value, _tb = sys.exc_info()
+        assert exc_type is not None and value is not None
+        sys.last_type, sys.last_value, sys.last_traceback = exc_type, value, None
+        text = "".join(traceback.format_exception_only(exc_type, value))
+        self.stdio.stderr.write(text)
+
+    def _show_traceback(self) -> None:
+        exc_type, value, tb = sys.exc_info()
+        assert exc_type is not None and value is not None
+        tb = _skip_kernel_frames(tb)
+        value = value.with_traceback(tb)
+        sys.last_type, sys.last_value, sys.last_traceback = exc_type, value, tb
+        if sys.excepthook is not sys.__excepthook__:
+            try:
+                sys.excepthook(exc_type, value, tb)
+                return
+            except BaseException as hook_exc:
+                self.stdio.stderr.write(
+                    "Error in sys.excepthook:\n"
+                    + format_exception(hook_exc, hook_exc.__traceback__)
+                    + "\nOriginal exception was:\n"
+                )
+        self.stdio.stderr.write(format_exception(value, tb))
+
+    def _exit_code(self, exc: SystemExit) -> int:
+        code = exc.code
+        if code is None:
+            return 0
+        if isinstance(code, int):
+            return code
+        self.stdio.stderr.write(f"{code}\n")
+        return 1
+
+
+def _prompt(name: str) -> str:
+    """The current sys.ps1 / sys.ps2 as text (user code may set them to anything)."""
+    try:
+        return str(getattr(sys, name))
+    except Exception:
+        return PS1 if name == "ps1" else PS2
