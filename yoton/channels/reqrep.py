@@ -152,7 +152,10 @@ class Future:
         waiter = loop.create_future()
 
         def wake(_future: Future) -> None:
-            loop.call_soon_threadsafe(_settle, waiter, self)
+            try:
+                loop.call_soon_threadsafe(_settle, waiter, self)
+            except RuntimeError:
+                pass  # the loop was closed: nobody awaits any more
 
         self._add_waiter(wake)
         return (yield from waiter.__await__())
@@ -366,6 +369,8 @@ class ReqChannel(BaseChannel):
                     elif next_time is None or wake < next_time:
                         next_time = wake
                 if not due:
+                    if self._closed:  # close() may have notified before we waited
+                        return
                     self._timer_cond.wait(
                         None if next_time is None else next_time - now
                     )
@@ -405,9 +410,14 @@ class ReqChannel(BaseChannel):
                     return
                 future._status = _RUNNING
                 future._replier = replier
-                self._repliers[replier] += 1
+                # A replier acknowledges only when idle: it owes us no other reply.
+                self._repliers[replier] = 1
                 take = True
-            elif what == _BUSY and future._direct and future._replier == replier:
+            elif (
+                what == _BUSY
+                and future._direct
+                and future._replier == replier
+            ):
                 # The replier we picked is busy: negotiate with all of them.
                 future._status = _PENDING
                 future._direct = False
@@ -417,7 +427,10 @@ class ReqChannel(BaseChannel):
             else:
                 return
         if take:
-            self._send(future._request_data, replier, request_id, block=False)
+            try:
+                self._send(future._request_data, replier, request_id, block=False)
+            except OSError:
+                return  # closed meanwhile: close() cancels the future
             self._control(_FORGET, 0, request_id)
         else:
             self._ask(future)
@@ -484,6 +497,7 @@ class RepChannel(BaseChannel):
         self._pre_requests: list = []  # (requester id, request id) that asked
         self._acked: tuple[int, int, float] | None = None
         self._busy = False
+        self._serving = False  # a serving thread runs (or is starting)
         self._thread: threading.Thread | None = None
 
     def _messaging_patterns(self) -> tuple[str, str]:
@@ -502,15 +516,19 @@ class RepChannel(BaseChannel):
             if self.pending:
                 events.call_later(self._process_pending, 0)
         elif mode in (2, "thread", "thread-driven"):
-            self._mode = 2
             self.received.unbind(self._process_pending)
-            if self._thread is None or not self._thread.is_alive():
+            with self._lock:
+                self._mode = 2
+                start = not self._serving  # a retiring thread clears it
+                self._serving = True
+            if start:
                 self._thread = threading.Thread(
                     target=self._serve_thread, name="yoton-rep", daemon=True
                 )
                 self._thread.start()
         else:
             raise ValueError(f"Invalid mode {mode!r}: use 'off', 'event' or 'thread'.")
+        self._acknowledge_next()  # requesters may be waiting already
 
     def echo(self, arg1: Any, sleep: float = 0.0) -> tuple:
         """Return (arg1, hex id of this context), after sleeping ``sleep`` s."""
@@ -521,11 +539,23 @@ class RepChannel(BaseChannel):
     # -- serving -------------------------------------------------------------------
 
     def _serve_thread(self) -> None:
-        while self._mode == 2 and not self._closed:
+        while not self._closed:
+            with self._lock:
+                if self._mode != 2:
+                    self._serving = False
+                    return
             try:
                 package = self._q_in.pop(True)
             except Empty:
                 break  # closed
+            if self._mode != 2:
+                # Switched off (or to event mode) while we waited: leave the
+                # call for whoever serves next.
+                with self._q_in._cond:
+                    self._q_in._items.appendleft(package)
+                if self._mode == 1:
+                    events.call_later(self._process_pending, 0)
+                continue
             self._handle(package)
             self._acknowledge_next()
 
@@ -541,34 +571,40 @@ class RepChannel(BaseChannel):
 
     def _recv_packages(self, packages: list) -> None:
         # Routing lock held: handle control messages here, queue calls.
-        calls = []
+        # In arrival order: a requester sends the call and then "req-" for it,
+        # often in one batch; the call must be matched to our "req!" first.
+        queued = False
         for package in packages:
             if package.dest_seq >= REQREP_SEQ_REF:
                 self._on_control(package)
-            elif package.dest_id == self._context.id:
-                calls.append(package)
-        if calls:
+                continue
+            if package.dest_id != self._context.id:
+                continue
             with self._lock:
                 acked = self._acked
-                for package in calls:
-                    is_acked = acked is not None and acked[:2] == (
-                        package.source_id,
-                        package.dest_seq,
-                    )
-                    if is_acked:
-                        self._acked = acked = None
-                    elif self._busy or self._q_in._items:
-                        # A direct call while busy: let the requester negotiate.
-                        self._bounce(package)
-                        continue
-                    self._q_in.push(package)
+                is_acked = acked is not None and acked[:2] == (
+                    package.source_id,
+                    package.dest_seq,
+                )
+                if is_acked:
+                    self._acked = None
+                elif self._busy or self._q_in._items or self._mode == 0:
+                    # A direct call while busy or off: let the requester negotiate.
+                    self._bounce(package)
+                    continue
+                self._q_in.push(package)
+                queued = True
+        if queued:
             self._notify_received()
         self._acknowledge_next()
 
     def _bounce(self, package) -> None:
-        self._send(
-            _BUSY, package.source_id, package.dest_seq + REQREP_SEQ_REF, block=False
-        )
+        try:
+            self._send(
+                _BUSY, package.source_id, package.dest_seq + REQREP_SEQ_REF, block=False
+            )
+        except OSError:
+            pass  # channel closed meanwhile; never raise in the IO thread
 
     def _on_control(self, package) -> None:
         key = (package.source_id, package.dest_seq - REQREP_SEQ_REF)
@@ -579,6 +615,15 @@ class RepChannel(BaseChannel):
                 self._pre_requests.append(key)
             elif what == _FORGET and self._acked and self._acked[:2] == key:
                 self._acked = None
+
+    def _sources_lost(self, ids: list[int]) -> None:
+        """Forget what requesters that can no longer be reached asked for."""
+        lost = set(ids)
+        with self._lock:
+            self._pre_requests = [p for p in self._pre_requests if p[0] not in lost]
+            if self._acked and self._acked[0] in lost:
+                self._acked = None
+        self._acknowledge_next()
 
     def _acknowledge_next(self) -> None:
         """Offer to take the oldest request that asked, if we are free."""
@@ -634,9 +679,9 @@ class RepChannel(BaseChannel):
                 raise AttributeError(
                     f"Method {name!r} is not implemented by this replier."
                 )
-            if owner in (RepChannel, BaseChannel, object) or not issubclass(
-                owner, RepChannel
-            ):
+            # Names of the channel API stay refused even if a subclass overrides
+            # them (close, set_mode, ...).
+            if hasattr(RepChannel, name) or not issubclass(owner, RepChannel):
                 raise AttributeError(
                     f"{name!r} cannot be called remotely: only public methods that "
                     f"the {type(self).__name__} class defines (and echo) can."
