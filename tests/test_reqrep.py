@@ -530,7 +530,9 @@ def test_auto_cancel_timeout(pair):
     future.set_auto_cancel_timeout(0.3)
     with pytest.raises(yoton.CancelledError):
         future.result(T)
-    assert future.cancelled() and calls == [future]
+    assert future.cancelled()
+    assert wait_until(lambda: calls)  # run by the thread that cancelled it
+    assert calls == [future]
     for bad in [0, -1]:
         with pytest.raises(ValueError):
             future.set_auto_cancel_timeout(bad)

@@ -415,7 +415,7 @@ class ReqChannel(BaseChannel):
                 take = True
             elif (
                 what == _BUSY
-                and future._direct
+                and future._status == _RUNNING
                 and future._replier == replier
             ):
                 # The replier we picked is busy: negotiate with all of them.
