@@ -573,6 +573,82 @@ def test_close_requester_cancels_pending(calc, pair):
         running.result(T)
 
 
+def test_closed_requester_does_not_stall_replier(net):
+    # A requester closes its channel while its request waits for the busy
+    # replier: the replier must not wait for that request afterwards.
+    rep = Calc(net.join())
+    rep.set_mode("thread")
+    req = yoton.ReqChannel(net.join(), "calc")
+    leaving = yoton.ReqChannel(net.join(), "calc")
+    try:
+        blocker = req.gate("b")
+        assert rep.gate_entered.wait(T)
+        abandoned = leaving.add(1, 1)
+        assert wait_until(lambda: rep._pre_requests)  # the replier heard it
+        waiting = req.add(2, 3)
+        leaving.close()
+        assert abandoned.cancelled()
+    finally:
+        rep.gate_release.set()
+    assert blocker.result(T)[0] == "b"
+    assert waiting.result(T) == 5
+
+
+def test_stale_ack_does_not_stall_replier(calc, pair):
+    # A replier may offer to take a request the requester no longer waits for
+    # (a resent "req?" crossing the "req-"). The requester must release it.
+    rep, req, _ = calc
+    assert req.add(1, 1).result(T) == 2
+    with rep._lock:
+        rep._pre_requests.append((pair[1].id, 12345))  # never made (or long done)
+    rep._acknowledge_next()
+    assert wait_until(lambda: rep._acked is None)
+    futures = [req.add(i, 1) for i in range(3)]
+    assert [f.result(T) for f in futures] == [1, 2, 3]
+
+
+def test_mode_switches_while_thread_waits(pair, clean_events):
+    rep = Calc(pair[0])
+    req = yoton.ReqChannel(pair[1], "calc")
+    rep.set_mode("thread")
+    assert req.add(1, 1).result(T) == 2
+    rep.set_mode("off")
+    rep.set_mode("thread")  # at once back on: one thread serves
+    assert [req.add(i, 1).result(T) for i in range(5)] == [1, 2, 3, 4, 5]
+    serving = [t for t in threading.enumerate() if t.name == "yoton-rep"]
+    assert rep._thread in serving
+    # Off: even a direct call to this (known, idle) replier is not executed.
+    rep.set_mode("off")
+    future = req.work(1)
+    with pytest.raises(yoton.TimeoutError):
+        future.result(0.3)
+    assert rep.handled == []
+    # Event mode: the old thread leaves the call to the event loop.
+    rep.set_mode("event")
+    deadline = time.monotonic() + T
+    while not future.done() and time.monotonic() < deadline:
+        yoton.process_events(0.05)
+    assert future.result(0) == (1, "calc")
+    assert rep.handled == [1]
+
+
+class Exiting(Calc):
+    def leave(self):
+        raise SystemExit("replier method called sys.exit()")
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_thread_mode_restarts_after_thread_died(pair):
+    rep = Exiting(pair[0])
+    rep.set_mode("thread")
+    req = yoton.ReqChannel(pair[1], "calc")
+    future = req.leave()
+    assert wait_until(lambda: not rep._thread.is_alive())
+    assert future.running()  # no reply will come
+    rep.set_mode("thread")
+    assert req.add(1, 2).result(T) == 3
+
+
 # -- the bare Future (executor / unit-test API) -------------------------------------
 
 
@@ -874,6 +950,31 @@ def test_other_replier_serves_after_one_is_lost(net):
         assert req.work(1).result(T) == (1, "other")
     finally:
         gate[1].set()
+
+
+def test_listener_peer_gets_reply_to_its_first_request(monkeypatch):
+    rep_ctx, other, req_ctx = yoton.Context(), yoton.Context(), yoton.Context()
+    try:
+        listener = rep_ctx.listen("localhost:0")
+        other.connect(f"localhost:{listener.port}")  # the replier has a peer
+        assert wait_until(lambda: rep_ctx.connection_count == 1)
+        rep = Calc(rep_ctx)
+        rep.set_mode("thread")
+        real_adopt = yoton.Context._adopt
+
+        def slow_adopt(self, connection):
+            if self is rep_ctx:
+                time.sleep(0.3)  # widen the window between start and adopt
+            real_adopt(self, connection)
+
+        monkeypatch.setattr(yoton.Context, "_adopt", slow_adopt)
+        req = yoton.ReqChannel(req_ctx, "calc")
+        req_ctx.connect(f"localhost:{listener.port}")
+        future = req.add(1, 2)  # at once, as a client would
+        assert future.result(3) == 3  # the bug stalls it for ACK_EXPIRY (10 s)
+    finally:
+        for context in (req_ctx, other, rep_ctx):
+            context.close()
 
 
 # -- floods --------------------------------------------------------------------------

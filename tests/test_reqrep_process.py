@@ -58,13 +58,18 @@ ctx = yoton.Context()
 ctx.connect("localhost:" + sys.argv[1], timeout=5)
 req = yoton.ReqChannel(ctx, sys.argv[2])
 mode = sys.argv[3]
+print("READY", flush=True)
+sys.stdin.readline()  # until the parent knows our connection
 if mode == "calls":
     k = int(sys.argv[4])
     futures = [req.add(i, 1000 * k) for i in range(30)]
-    ok = [f.result(10) for f in futures] == [i + 1000 * k for i in range(30)]
-    for i in range(10):
-        ok = ok and req.echo((k, i)).result(10)[0] == (k, i)
-    print("OK" if ok else "WRONG", flush=True)
+    try:
+        ok = [f.result(10) for f in futures] == [i + 1000 * k for i in range(30)]
+        for i in range(10):
+            ok = ok and req.echo((k, i)).result(10)[0] == (k, i)
+        print("OK" if ok else "WRONG", flush=True)
+    except Exception as err:
+        print("FAILED", repr(err), [f for f in futures if not f.done()], flush=True)
 elif mode == "abandon":
     # One slow request and several more waiting behind it, then we get killed.
     futures = [req.slow(1.0)] + [req.add(i, i) for i in range(5)]
@@ -107,13 +112,16 @@ class Child:
     def expect(self, prefix: str, timeout: float = T) -> str:
         """Wait for a line starting with prefix; return it."""
         with self._cond:
-            found = self._cond.wait_for(
-                lambda: self._eof or self.has(prefix), timeout
-            )
+            found = self._cond.wait_for(lambda: self._eof or self.has(prefix), timeout)
             for line in self.lines:
                 if line.startswith(prefix):
                     return line
         raise AssertionError(f"no {prefix!r} from the child ({found}): {self.lines}")
+
+    def go(self) -> None:
+        """Tell the child to start (one line on its stdin)."""
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
 
     def finish(self) -> list[str]:
         """Close stdin, wait for the child to exit, return all its lines."""
@@ -160,7 +168,9 @@ def hub():
     def join() -> yoton.Context:
         other = yoton.Context()
         contexts.append(other)
+        count = context.connection_count + 1
         other.connect(f"localhost:{listener.port}")
+        assert wait_until(lambda: context.connection_count >= count)  # adopted
         return other
 
     context.join = join
@@ -186,6 +196,19 @@ def start_repliers(children, hub, count: int, slot: str = "work") -> list[Child]
         child.expect("READY")
     assert wait_until(lambda: hub.connection_count >= count)
     return repliers
+
+
+def start_children(hub, started: list[Child]) -> None:
+    """Wait until the children are connected and known to the hub; then go.
+
+    (A listener's new connection receives before its context adopts it, so a
+    peer that sends at once can miss replies: see test_reqrep.py.)
+    """
+    for child in started:
+        child.expect("READY")
+    assert wait_until(lambda: hub.connection_count >= len(started))
+    for child in started:
+        child.go()
 
 
 class Adder(yoton.RepChannel):
@@ -229,7 +252,7 @@ def test_busy_replier_process_does_not_delay_quick_request(children, hub):
     order = []
     slow = req.echo("slow", sleep=2.0)
     slow.add_done_callback(lambda f: order.append("slow"))
-    time.sleep(0.1)  # let a replier take it (correctness does not depend on it)
+    assert wait_until(slow.running)  # a replier took it
     quick = req.echo("quick")
     quick.add_done_callback(lambda f: order.append("quick"))
     quick_value, quick_id = quick.result(T)
@@ -243,12 +266,13 @@ def test_requester_processes_at_once(children, hub):
     rep = Adder(hub, "add")
     rep.set_mode("thread")
     requesters = [children(REQUESTER, hub.port, "add", "calls", k) for k in range(3)]
+    start_children(hub, requesters)
     # And requests from this process at the same time.
     req = yoton.ReqChannel(hub.join(), "add")
     futures = [req.add(i, -1) for i in range(50)]
     assert [f.result(T) for f in futures] == [i - 1 for i in range(50)]
     for child in requesters:
-        assert child.expect("OK") == "OK"
+        assert child.expect("OK", timeout=T * 2) == "OK", child.lines
 
 
 # -- a replier killed mid-request ----------------------------------------------------
@@ -298,6 +322,7 @@ def test_killed_requester_does_not_block_replier(children, hub):
     rep = Adder(hub, "add")
     rep.set_mode("thread")
     child = children(REQUESTER, hub.port, "add", "abandon")
+    start_children(hub, [child])
     child.expect("SENT")
     assert rep.entered.wait(T)  # busy with the child's slow request
     child.kill()

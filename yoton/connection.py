@@ -343,6 +343,7 @@ class TcpConnection(Connection):
         # The send lock is held, so no other frame can be written before this one.
         try:
             self._sock.sendall(inline)
+            self._last_send = time.monotonic()
         except OSError:
             pass  # the receiving thread notices the broken socket and closes
         finally:
@@ -396,12 +397,15 @@ class TcpConnection(Connection):
                         return
                     if not self._out and self._status == STATUS_CLOSING:
                         return
-                    buffers = self._out
-                    count = self._queued_total
-                    self._out = deque()
-                    self._out_bytes = 0
-                    cond.notify_all()
+                # Take the send lock before taking the frames, so an inline send
+                # by another thread can never overtake frames queued before it.
                 with self._send_lock:
+                    with cond:
+                        buffers = self._out
+                        count = self._queued_total
+                        self._out = deque()
+                        self._out_bytes = 0
+                        cond.notify_all()
                     if buffers:
                         _send_buffers(sock, buffers)
                     elif time.monotonic() - self._last_send > HEARTBEAT_INTERVAL / 2:

@@ -212,8 +212,9 @@ class Context:
             sock.close()
             raise ConnectFailedError(f"Could not connect to {address}: {err}") from None
         connection = TcpConnection(self, name)
-        connection._start(sock, handshake, STATUS_CONNECTED)
-        self._adopt(connection)
+        with self._lock:  # route nothing from the peer before it is adopted
+            connection._start(sock, handshake, STATUS_CONNECTED)
+            self._adopt(connection)
         self._connection_established(connection)
         self._send_package(wire.Package(MSG_NEW_CONNECTION, wire.SLOT_CONTEXT))
         return connection

@@ -187,8 +187,11 @@ class Listener:
             sock.close()
             return
         connection = TcpConnection(self._context, self.name)
-        connection._start(sock, result, STATUS_HOSTING)
-        self._context._adopt(connection)
+        # Under the routing lock, so nothing the peer sends is routed before the
+        # context knows the connection (its replies would go nowhere).
+        with self._context._lock:
+            connection._start(sock, result, STATUS_HOSTING)
+            self._context._adopt(connection)
         self._context._connection_established(connection)
         self.accepted.emit(connection)
 

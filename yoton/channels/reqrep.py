@@ -268,6 +268,10 @@ def _remote_error(text: Any) -> RemoteError:
         head, remote_tb = text.split(_TRACEBACK_MARK, 1)
         type_name, _, message = head.partition(": ")
         return RemoteError(type_name, message, remote_tb)
+    # yoton 2.2 sends "<str(exception)>\nline <n> of <file>." (no type name).
+    message, _, where = text.rstrip().rpartition("\n")
+    if message and where.startswith("line "):
+        return RemoteError("Exception", message.strip(), where)
     return RemoteError("Exception", text.strip())
 
 
@@ -403,18 +407,21 @@ class ReqChannel(BaseChannel):
         with self._lock:
             future = self._futures.get(request_id)
             self._repliers.setdefault(replier, 0)
-            if future is None:
-                return
             if what == _ACK:
-                if future._status != _PENDING:
-                    return
-                future._status = _RUNNING
-                future._replier = replier
-                # A replier acknowledges only when idle: it owes us no other reply.
-                self._repliers[replier] = 1
-                take = True
+                if future is None or future._status != _PENDING:
+                    # Done, cancelled or taken (e.g. a resent "req?" crossed our
+                    # "req-"): release that replier at once, else it waits
+                    # ACK_EXPIRY for a call that never comes.
+                    take = None
+                else:
+                    future._status = _RUNNING
+                    future._replier = replier
+                    # A replier acknowledges only when idle: it owes us no reply.
+                    self._repliers[replier] = 1
+                    take = True
             elif (
                 what == _BUSY
+                and future is not None
                 and future._status == _RUNNING
                 and future._replier == replier
             ):
@@ -426,6 +433,9 @@ class ReqChannel(BaseChannel):
                 take = False
             else:
                 return
+        if take is None:
+            self._control(_FORGET, replier, request_id)
+            return
         if take:
             try:
                 self._send(future._request_data, replier, request_id, block=False)
@@ -474,6 +484,11 @@ class ReqChannel(BaseChannel):
 
     def close(self) -> None:
         """Close the channel; pending requests are cancelled."""
+        with self._lock:
+            pending = [f for f in self._futures.values() if f._status == _PENDING]
+        if not self._closed:
+            for future in pending:  # else a replier may wait for them (ACK_EXPIRY)
+                self._control(_FORGET, 0, future._request_id)
         super().close()
         with self._lock:
             futures = list(self._futures.values())
@@ -539,25 +554,30 @@ class RepChannel(BaseChannel):
     # -- serving -------------------------------------------------------------------
 
     def _serve_thread(self) -> None:
-        while not self._closed:
-            with self._lock:
+        try:
+            while not self._closed:
+                with self._lock:
+                    if self._mode != 2:
+                        self._serving = False
+                        return
+                try:
+                    package = self._q_in.pop(True)
+                except Empty:
+                    break  # closed
                 if self._mode != 2:
-                    self._serving = False
-                    return
-            try:
-                package = self._q_in.pop(True)
-            except Empty:
-                break  # closed
-            if self._mode != 2:
-                # Switched off (or to event mode) while we waited: leave the
-                # call for whoever serves next.
-                with self._q_in._cond:
-                    self._q_in._items.appendleft(package)
-                if self._mode == 1:
-                    events.call_later(self._process_pending, 0)
-                continue
-            self._handle(package)
-            self._acknowledge_next()
+                    # Switched off (or to event mode) while we waited: leave the
+                    # call for whoever serves next.
+                    with self._q_in._cond:
+                        self._q_in._items.appendleft(package)
+                    if self._mode == 1:
+                        events.call_later(self._process_pending, 0)
+                    continue
+                self._handle(package)
+                self._acknowledge_next()
+        except BaseException:
+            with self._lock:  # e.g. SystemExit in a method: set_mode() restarts
+                self._serving = False
+            raise
 
     def _process_pending(self, _channel: Any = None) -> None:
         if self._mode != 1:
