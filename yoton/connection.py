@@ -52,7 +52,12 @@ _JOIN_LIMIT = 16 << 10
 _RECV_BUFFER = 1 << 20
 _LARGE_FRAME = 256 << 10
 _IOV_MAX = 512
+#: A frame queued this long after the previous one is sent by the caller itself.
+_INLINE_GAP = 0.0002
+#: After a batch, the sending thread waits this long for more before idling.
+_LINGER = 0.0005
 _MSG_WAITALL = getattr(socket, "MSG_WAITALL", 0)
+_monotonic = time.monotonic
 
 
 class ConnectionCollection(list):
@@ -247,12 +252,15 @@ class TcpConnection(Connection):
         self._sock: socket.socket | None = None
         self._out: deque = deque()
         self._out_bytes = 0
-        self._out_cond = threading.Condition(threading.Lock())
+        self._out_lock = threading.Lock()
+        self._out_cond = threading.Condition(self._out_lock)
+        self._sender_idle = False  # the sending thread waits for frames
         self._queued_total = 0  # buffers ever queued
         self._sent_total = 0  # buffers ever handed to the socket
         self._dropped = 0
         self._last_recv = time.monotonic()
         self._last_send = 0.0
+        self._last_queued = 0.0
         self._max_message_size = context._max_message_size
         self._threads: list[threading.Thread] = []
         self._listen_sock: socket.socket | None = None
@@ -309,45 +317,57 @@ class TcpConnection(Connection):
 
     def _queue(self, header: bytes, data: bytes, forwarded: bool = False) -> None:
         """Queue one frame for sending; forwarded ones are dropped past the limit."""
-        size = len(data) + wire.HEADER_SIZE
         inline = None
-        with self._out_cond:
+        with self._out_lock:
             if self._status < STATUS_WAITING:
                 return
             if forwarded and self._out_bytes > FORWARD_LIMIT_BYTES:
-                self._dropped += 1
-                if self._dropped == 1 or self._dropped % 1000 == 0:
-                    logger.warning(
-                        "yoton: peer %s does not keep up; %d package(s) dropped",
-                        self._hostname2,
-                        self._dropped,
-                    )
+                self._count_forward_drop()
                 return
             if len(data) <= _JOIN_LIMIT:
                 frame = header + data
-                if not self._out and not forwarded and self._status >= STATUS_HOSTING:
-                    # Fast path: nothing queued, so send from this thread (no
-                    # hand-off to the IO thread) if no send is in progress.
-                    if self._send_lock.acquire(blocking=False):
-                        inline = frame
-                if inline is None:
+                now = _monotonic()
+                sparse = now - self._last_queued > _INLINE_GAP
+                self._last_queued = now
+                if (
+                    sparse
+                    and not self._out
+                    and not forwarded
+                    and self._status >= STATUS_HOSTING
+                    and self._send_lock.acquire(blocking=False)
+                ):
+                    # Sparse traffic (requests, prompts) is sent by the caller
+                    # itself, with no hand-off to the IO thread; dense traffic is
+                    # queued so the IO thread sends it in batches.
+                    inline = frame
+                else:
                     self._out.append(frame)
             else:
                 self._out.append(header)
                 self._out.append(data)
             if inline is None:
-                self._out_bytes += size
+                self._out_bytes += len(data) + wire.HEADER_SIZE
                 self._queued_total += 1
-                self._out_cond.notify()
+                if self._sender_idle:
+                    self._out_cond.notify()
                 return
         # The send lock is held, so no other frame can be written before this one.
         try:
             self._sock.sendall(inline)
-            self._last_send = time.monotonic()
+            self._last_send = _monotonic()
         except OSError:
             pass  # the receiving thread notices the broken socket and closes
         finally:
             self._send_lock.release()
+
+    def _count_forward_drop(self) -> None:
+        self._dropped += 1
+        if self._dropped == 1 or self._dropped % 1000 == 0:
+            logger.warning(
+                "yoton: peer %s does not keep up; %d package(s) dropped",
+                self._hostname2,
+                self._dropped,
+            )
 
     def _wait_writable(self, timeout: float | None = None) -> None:
         """Block while too many bytes are queued (backpressure for local senders)."""
@@ -388,11 +408,20 @@ class TcpConnection(Connection):
     def _sending_loop(self) -> None:
         sock = self._sock
         cond = self._out_cond
+        lingering = False
         try:
             while True:
                 with cond:
+                    if not self._out and self._status >= STATUS_HOSTING and lingering:
+                        # Dense traffic: let frames gather for a moment without
+                        # producers paying for a wake-up per frame.
+                        cond.wait(_LINGER)
+                        lingering = bool(self._out)
                     if not self._out and self._status >= STATUS_HOSTING:
+                        self._sender_idle = True
                         cond.wait(HEARTBEAT_INTERVAL)
+                        self._sender_idle = False
+                        lingering = True
                     if self._status < STATUS_CLOSING:
                         return
                     if not self._out and self._status == STATUS_CLOSING:
@@ -428,7 +457,17 @@ class TcpConnection(Connection):
         try:
             self.flush(1.0)
         except YotonError:
-            pass
+            return
+        # Half-close and let the peer close first: closing a socket with unread
+        # data makes the kernel send a reset, which can destroy frames the peer
+        # has not read yet.
+        try:
+            self._sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            return
+        receiver = self._threads[1] if len(self._threads) > 1 else None
+        if receiver is not None and receiver is not threading.current_thread():
+            receiver.join(1.0)
 
     def _release_resources(self) -> None:
         sock = self._sock

@@ -11,7 +11,9 @@ import time
 from . import wire
 from .addresses import split_address
 from .connection import (
+    HIGH_WATER_BYTES,
     STATUS_CONNECTED,
+    STATUS_WAITING,
     STOP_CLOSED_FROM_THERE,
     STOP_CONTEXT,
     ConnectionCollection,
@@ -30,6 +32,7 @@ from .hosting import (
 from .queues import PackageQueue, check_queue_params
 
 logger = logging.getLogger("yoton")
+_pack_header = wire.HEADER.pack
 
 MSG_NEW_CONNECTION = b"NEW_CONNECTION"
 MSG_CLOSE_CONNECTION = b"CLOSE_CONNECTION"
@@ -314,26 +317,45 @@ class Context:
     # -- routing -----------------------------------------------------------------
 
     def _send_package(self, package: wire.Package, block: bool = True) -> None:
-        """Send a package from this context to every connection (or keep it).
+        """Send a package made by this context (context messages)."""
+        package.source_id = self._id
+        package.source_seq = self._send_frame(
+            package.slot, package.data, package.dest_id, package.dest_seq, block
+        )
 
-        With ``block`` the caller waits while a connection has too much queued
-        (backpressure); IO threads pass False so they can never deadlock.
+    def _send_frame(
+        self,
+        slot: int,
+        data: bytes,
+        dest_id: int = 0,
+        dest_seq: int = 0,
+        block: bool = True,
+    ) -> int:
+        """Send a payload from this context to every connection (or keep it).
+
+        Returns its source sequence number. With ``block`` the caller waits
+        while a connection has too much queued (backpressure); IO threads pass
+        False so they can never deadlock.
         """
         if block:
             for connection in self._connections:
-                connection._wait_writable()
+                if connection._out_bytes > HIGH_WATER_BYTES:
+                    connection._wait_writable()
         with self._lock:
-            self._send_seq += 1
-            package.source_id = self._id
-            package.source_seq = self._send_seq
-            header = package.header()
+            self._send_seq = seq = self._send_seq + 1
+            header = _pack_header(
+                wire.CONTROL_WORD, slot, self._id, seq, dest_id, dest_seq, len(data)
+            )
             sent = False
             for connection in self._connections:
-                if connection.is_alive:
-                    connection._queue(header, package.data)
+                if connection._status >= STATUS_WAITING:
+                    connection._queue(header, data)
                     sent = True
             if not sent:
-                self._startup_queue.push(package)
+                self._startup_queue.push(
+                    wire.Package(data, slot, self._id, seq, dest_id, dest_seq)
+                )
+        return seq
 
     def _recv_packages(self, packages: list, via: TcpConnection) -> None:
         """Route packages received on ``via``: forward them and deposit them here."""

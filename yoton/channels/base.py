@@ -123,14 +123,16 @@ class BaseChannel:
 
     def _send(
         self, data: bytes, dest_id: int = 0, dest_seq: int = 0, block: bool = True
-    ) -> wire.Package | None:
-        """Send encoded bytes into the network; empty messages are not sent."""
-        self._check_open()
+    ) -> int:
+        """Send encoded bytes into the network; return the source sequence number
+        (0 for an empty message, which is not sent)."""
+        if self._closed:
+            self._check_open()
         if not data:
-            return None
-        package = wire.Package(data, self._slot_out_h, 0, 0, dest_id, dest_seq)
-        self._context._send_package(package, block)
-        return package
+            return 0
+        return self._context._send_frame(
+            self._slot_out_h, data, dest_id, dest_seq, block
+        )
 
     def _recv(self, block: bool | float) -> wire.Package | None:
         """Pop the next received package, or None."""

@@ -8,7 +8,6 @@ import time
 from collections import deque
 from typing import Any
 
-from .. import wire
 from .base import BaseChannel
 
 #: Sync mode: a SubChannel asks publishers to wait above HWM and resume below LWM.
@@ -46,10 +45,10 @@ class PubChannel(BaseChannel):
         data = self.message_to_bytes(message)
         if self._full_subscribers or self._sync_subscribers:
             self._wait_for_subscribers()
-        package = self._send(data)
-        if self._sync_subscribers and package is not None:
+        seq = self._send(data)
+        if self._sync_subscribers and seq:
             with self._sync_cond:
-                self._in_flight.append(package.source_seq)
+                self._in_flight.append(seq)
 
     def _outstanding(self, consumed_seq: int) -> int:
         return len(self._in_flight) - bisect.bisect_right(self._in_flight, consumed_seq)
@@ -230,8 +229,7 @@ class SubChannel(BaseChannel):
         else:
             consumed = " ".join(f"{k:016x}={v}" for k, v in self._consumed.items())
             data = _MSG_SYNC + consumed.encode()
-        package = wire.Package(data, self._slot_out_h, 0, 0, 0, 0)
-        self._context._send_package(package, block=False)
+        self._context._send_frame(self._slot_out_h, data, block=False)
 
     def _pending_range(self) -> tuple[int, int]:
         # (recv_seq of the oldest pending message, recv_seq of the newest + 1)
