@@ -466,7 +466,11 @@ class TcpConnection(Connection):
         except OSError:
             return
         receiver = self._threads[1] if len(self._threads) > 1 else None
-        if receiver is not None and receiver is not threading.current_thread():
+        if (
+            receiver is not None
+            and receiver.ident is not None
+            and receiver is not threading.current_thread()
+        ):
             receiver.join(1.0)
 
     def _release_resources(self) -> None:

@@ -367,26 +367,41 @@ class Context:
             routes = self._routes
             receiving = self._receiving_channels
             forward_to = [c for c in self._connections if c is not via and c.is_alive]
+            recv_seq = self._recv_seq
+            last_sid = last_seq = None
+            last_slot = last_list = None
             for package in packages:
                 sid = package.source_id
-                if package.source_seq <= seqs.get(sid, 0):
+                seq = package.source_seq
+                if sid != last_sid:
+                    if last_sid is not None:
+                        seqs[last_sid] = last_seq
+                    last_sid, last_seq = sid, seqs.get(sid, 0)
+                    if routes.get(sid) is not via:
+                        routes[sid] = via
+                if seq <= last_seq:
                     continue  # already seen (arrived by another path)
-                seqs[sid] = package.source_seq
-                if routes.get(sid) is not via:
-                    routes[sid] = via
+                last_seq = seq
                 dest = package.dest_id
-                if dest != my_id and forward_to:
+                if forward_to and dest != my_id:
                     header = package.header()
                     for connection in forward_to:
                         connection._queue(header, package.data, True)
                 if dest == 0 or dest == my_id:
-                    self._recv_seq += 1
-                    package.recv_seq = self._recv_seq
+                    recv_seq += 1
+                    package.recv_seq = recv_seq
                     slot = package.slot
-                    if slot in receiving:
-                        deposits.setdefault(slot, []).append(package)
+                    if slot == last_slot:
+                        last_list.append(package)
+                    elif slot in receiving:
+                        last_slot = slot
+                        last_list = deposits.setdefault(slot, [])
+                        last_list.append(package)
                     elif slot == wire.SLOT_CONTEXT or slot == wire.SLOT_CONTEXT_EXT:
                         context_packages.append(package)
+            if last_sid is not None:
+                seqs[last_sid] = last_seq
+            self._recv_seq = recv_seq
             # Deposit while holding the lock so recv_seq order is kept per channel.
             for slot, items in deposits.items():
                 receiving[slot]._recv_packages(items)

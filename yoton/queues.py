@@ -104,8 +104,12 @@ class PackageQueue:
 
         Raises :class:`Empty` when nothing arrives in time or the queue is closed.
         """
+        items = self._items
+        try:
+            return items.popleft()  # atomic in CPython: no lock needed
+        except IndexError:
+            pass
         with self._cond:
-            items = self._items
             if items:
                 return items.popleft()
             if block is False or block is None or self._closed:

@@ -127,6 +127,7 @@ def parse_frames(
     allocated for a forged length.
     """
     unpack_from = HEADER.unpack_from
+    view = memoryview(buffer)
     packages = []
     append = packages.append
     pos = start
@@ -147,7 +148,7 @@ def parse_frames(
             return ParseResult(packages, pos, HEADER_SIZE + size)
         append(
             Package(
-                bytes(buffer[pos + HEADER_SIZE : frame_end]), slot, sid, sseq, did, dseq
+                bytes(view[pos + HEADER_SIZE : frame_end]), slot, sid, sseq, did, dseq
             )
         )
         pos = frame_end

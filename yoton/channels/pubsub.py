@@ -8,6 +8,7 @@ import time
 from collections import deque
 from typing import Any
 
+from ..queues import Empty
 from .base import BaseChannel
 
 #: Sync mode: a SubChannel asks publishers to wait above HWM and resume below LWM.
@@ -156,13 +157,17 @@ class SubChannel(BaseChannel):
         a number waits that many seconds. Without a message (or when the
         channel is closed) the empty message is returned ("" for text).
         """
-        package = self._recv(block)
-        if package is None:
-            self._check_queue_status()
+        try:
+            package = self._q_in.pop(block)
+        except Empty:
+            if self._sync:
+                self._check_queue_status()
             return self.message_from_bytes(b"")
-        message = self._consume([package])[0]
-        self._check_queue_status()
-        return message
+        if self._sync:
+            message = self._consume([package])[0]
+            self._check_queue_status()
+            return message
+        return self.message_from_bytes(package.data)
 
     def recv_all(self) -> list:
         """Return all pending messages (possibly none)."""
