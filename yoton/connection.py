@@ -421,7 +421,6 @@ class TcpConnection(Connection):
                         self._sender_idle = True
                         cond.wait(HEARTBEAT_INTERVAL)
                         self._sender_idle = False
-                        lingering = True
                     if self._status < STATUS_CLOSING:
                         return
                     if not self._out and self._status == STATUS_CLOSING:
@@ -435,6 +434,7 @@ class TcpConnection(Connection):
                         self._out = deque()
                         self._out_bytes = 0
                         cond.notify_all()
+                    lingering = bool(buffers)
                     if buffers:
                         _send_buffers(sock, buffers)
                     elif time.monotonic() - self._last_send > HEARTBEAT_INTERVAL / 2:
