@@ -326,3 +326,41 @@ def test_flush_and_close(make_context):
     a.close()
     assert a.connection_count == 0 and pub.closed
     wait_for(lambda: b.connection_count == 0)
+
+
+def test_state_received_from_elsewhere_is_not_resent(pair):
+    # Only the owner of a state resends it to joining contexts; a copy resent
+    # by another context could overwrite a newer state.
+    a, b = pair
+    owner, copy = yoton.StateChannel(a, "st"), yoton.StateChannel(b, "st")
+    owner.send("Busy")
+    wait_for(lambda: copy.recv() == "Busy")
+    sent = []
+    copy._send = lambda data, *args, **kwargs: sent.append(data)
+    copy.send_last()
+    assert sent == []
+    owner_sent = []
+    real_send = owner._send
+    owner._send = lambda data, *a2, **kw: (
+        owner_sent.append(data) or real_send(data, *a2, **kw)
+    )
+    owner.send_last()
+    assert owner_sent == [b"Busy"]
+
+
+def test_addressed_packages_go_only_towards_their_target(make_context):
+    hub = make_context()
+    listener = hub.listen("localhost:0")
+    target, bystander = make_context(), make_context()
+    target_sub = yoton.SubChannel(target, "direct")
+    bystander_sub = yoton.SubChannel(bystander, "direct")
+    for ctx in (target, bystander):
+        ctx.connect(f"localhost:{listener.port}", timeout=5)
+    wait_for(lambda: hub.connection_count == 2)
+    yoton.PubChannel(target, "hello").send("hi")  # the hub learns the route
+    wait_for(lambda: target.id in hub._routes)
+    pub = yoton.PubChannel(hub, "direct")
+    pub._send(b"for you", dest_id=target.id)
+    assert target_sub.recv(5) == "for you"
+    pub.send("for all")
+    assert bystander_sub.recv(5) == "for all"  # the addressed one never came here

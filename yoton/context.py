@@ -347,10 +347,15 @@ class Context:
                 wire.CONTROL_WORD, slot, self._id, seq, dest_id, dest_seq, len(data)
             )
             sent = False
-            for connection in self._connections:
-                if connection._status >= STATUS_WAITING:
-                    connection._queue(header, data)
-                    sent = True
+            route = self._routes.get(dest_id) if dest_id else None
+            if route is not None and route._status >= STATUS_WAITING:
+                route._queue(header, data)  # addressed: only towards its target
+                sent = True
+            else:
+                for connection in self._connections:
+                    if connection._status >= STATUS_WAITING:
+                        connection._queue(header, data)
+                        sent = True
             if not sent:
                 self._startup_queue.push(
                     wire.Package(data, slot, self._id, seq, dest_id, dest_seq)
@@ -385,8 +390,12 @@ class Context:
                 dest = package.dest_id
                 if forward_to and dest != my_id:
                     header = package.header()
-                    for connection in forward_to:
-                        connection._queue(header, package.data, True)
+                    route = routes.get(dest) if dest else None
+                    if route is not None and route in forward_to:
+                        route._queue(header, package.data, True)
+                    else:
+                        for connection in forward_to:
+                            connection._queue(header, package.data, True)
                 if dest == 0 or dest == my_id:
                     recv_seq += 1
                     package.recv_seq = recv_seq

@@ -17,32 +17,46 @@ class StateChannel(BaseChannel):
 
     def __init__(self, context, slot_base: str, message_type: Any = None) -> None:
         super().__init__(context, slot_base, message_type)
+        # _state_lock guards the fields and is taken under the routing lock, so it
+        # is never held while sending; _send_lock keeps concurrent sends in order.
         self._state_lock = threading.Lock()
+        self._send_lock = threading.Lock()
         self._current_message = self.message_from_bytes(b"")
         self._current_data = b""
         self._has_state = False
+        self._own_data: bytes | None = None  # the last state this channel set
 
     def _messaging_patterns(self) -> tuple[str, str]:
         return "state", "state"
 
     def send(self, message: Any) -> None:
-        """Set the state; unchanged or empty states are not sent."""
+        """Set the state; a state equal to the current one, or empty, is not sent."""
         data = self.message_to_bytes(message)
-        with self._state_lock:
-            if self._has_state and data == self._current_data:
-                return
-            if not data:
-                return
-            self._current_data = data
-            self._current_message = self.message_from_bytes(data)
-            self._has_state = True
+        if not data:
+            return
+        with self._send_lock:
+            with self._state_lock:
+                if self._has_state and data == self._current_data:
+                    return
+                self._current_data = data
+                self._current_message = self.message_from_bytes(data)
+                self._has_state = True
+                self._own_data = data
             self._send(data)
 
     def send_last(self) -> None:
-        """Send the current state again (e.g. for a context that just joined)."""
-        with self._state_lock:
-            if self._has_state and not self._closed:
-                self._send(self._current_data, block=False)
+        """Send this channel's state again (for a context that just joined).
+
+        Only a state this channel set itself and that is still current is
+        resent: a state received from elsewhere is resent by its owner, so a
+        stale copy can never overwrite a newer state.
+        """
+        with self._send_lock:
+            with self._state_lock:
+                data = self._own_data
+                if data is None or data != self._current_data or self._closed:
+                    return
+            self._send(data, block=False)
 
     def recv(self, block: bool | float = False) -> Any:
         """Return the current state (never blocks)."""
