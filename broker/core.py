@@ -58,6 +58,8 @@ CLIENT_GRACE = 20.0
 DROP_CHECK_INTERVAL = 2.0
 #: Seconds a launched kernel has to connect before it is terminated.
 START_TIMEOUT = 60.0
+#: Refused would-be kernels reported on strm-broker (the rest are only logged).
+MAX_REFUSAL_MESSAGES = 3
 #: Seconds spent at shutdown sending the last messages to the clients.
 FLUSH_TIMEOUT = 1.0
 
@@ -146,6 +148,7 @@ class Broker:
         self._kernel_conn: yoton.Connection | None = None
         self._generation = 0
         self._restarts = 0
+        self._kernel_refusals = 0
         self._restart_pending = False
         self._shutting_down = False
         self._closed_dropped = 0  # dropped counts of connections already closed
@@ -170,8 +173,12 @@ class Broker:
         self._status = BrokerStateChannel(
             ctx, "stat-interpreter", on_received=self._on_status_received
         )
-        self._info = BrokerStateChannel(ctx, "stat-broker", yoton.OBJECT)
-        self._startup = BrokerStateChannel(ctx, "stat-startup", yoton.OBJECT)
+        self._info = BrokerStateChannel(
+            ctx, "stat-broker", yoton.OBJECT, on_received=self._on_info_received
+        )
+        self._startup = BrokerStateChannel(
+            ctx, "stat-startup", yoton.OBJECT, on_received=self._on_startup_received
+        )
         self._streams: dict[yoton.SubChannel, str] = {}
         for name in KERNEL_STREAMS:
             channel = yoton.SubChannel(ctx, name)
@@ -203,13 +210,13 @@ class Broker:
         shut the broker down; this thread runs the yoton event loop.
         """
         try:
+            if handle_signals:
+                self._install_signal_handlers()
             self.start()
             self._print(
                 f"yoton-broker listening on {self.address}, "
                 f"connection file {self.connection_file}"
             )
-            if handle_signals:
-                self._install_signal_handlers()
             self.launch_kernel()
             yoton.start_event_loop()
         finally:
@@ -262,15 +269,15 @@ class Broker:
             self.history.append("strm-broker", line)
             self._broker_pub.send(line)
 
-    def _publish_status(self, value: str, force: bool = False) -> None:
-        """Make the clients' stat-interpreter ``value``."""
-        if value == self._client_view and not force:
+    def _publish_status(self, value: str) -> None:
+        """Make the clients' stat-interpreter ``value`` (if they hold another)."""
+        if value == self._client_view:
             return
         self._client_view = value
         self._status.send_to(value, [c.id2 for c in self._clients])
 
     def _publish_info(self) -> None:
-        kernel = self._kernel
+        kernel, conn = self._kernel, self._kernel_conn
         dropped = self._closed_dropped + sum(c.dropped for c in self._clients)
         self._info.send(
             {
@@ -284,6 +291,7 @@ class Broker:
                 "kernel_alive": bool(kernel is not None and kernel.alive),
                 "restarts": self._restarts,
                 "dropped": dropped,
+                "kernel_dropped": conn.dropped if conn is not None else 0,
                 **self._last_exit,
             }
         )
@@ -348,7 +356,11 @@ class Broker:
     def _on_kernel_refused(
         self, conn: yoton.Connection, peer: str, reason: str
     ) -> None:
-        self.say(f"Refused a process that tried to connect as the kernel: {reason}")
+        self._kernel_refusals += 1
+        if self._kernel_refusals <= MAX_REFUSAL_MESSAGES:
+            self.say(f"Refused a process that tried to connect as the kernel: {reason}")
+        else:
+            logger.warning("refused a would-be kernel from %s: %s", peer, reason)
 
     def _on_kernel_timedout(self, conn: yoton.Connection, timed_out: bool) -> None:
         kernel = self._kernel
@@ -365,20 +377,41 @@ class Broker:
         else:
             self.say("Kernel responds again")
 
-    def _on_status_received(self, source_id: int, value: str) -> None:
-        """A stat-interpreter state arrived; keep the clients' view right."""
+    def _from_kernel(self, source_id: int) -> bool:
         kernel, conn = self._kernel, self._kernel_conn
-        from_kernel = (
-            kernel is not None and kernel.alive and conn is not None
-        ) and source_id == conn.id2
-        if from_kernel and value not in BROKER_STATES:
-            current = self.tracker.kernel_said(value)
-            self._client_view = value  # it reached the clients directly
-            self._publish_status(current)
-        elif value != self.tracker.current:
-            # A stale resend (old kernel, a client, a broker state echoed back).
+        return bool(
+            kernel is not None and kernel.alive and conn is not None and conn.id2
+        ) and (source_id == conn.id2)
+
+    def _on_status_received(self, items: list[tuple[int, str]]) -> None:
+        """stat-interpreter states arrived; keep the clients' view right."""
+        for source_id, value in items:
+            if self._from_kernel(source_id) and value not in BROKER_STATES:
+                self.tracker.kernel_said(value)
+            # Either way the state was forwarded to the clients: they hold it now.
+            # A stale one (resent by a client, an old kernel, a broker state echoed
+            # back) is corrected below.
             self._client_view = value
-            self._publish_status(self.tracker.current)
+        self._publish_status(self.tracker.current)
+
+    def _on_startup_received(self, items: list[tuple[int, Any]]) -> None:
+        """stat-startup arrived: keep the kernel's, correct stale resends."""
+        stale = False
+        for source_id, info in items:
+            # The pid check: a kernel's channel may resend an older kernel's info
+            # that a client resent to it.
+            if self._from_kernel(source_id) and _pid_of(info) == self._kernel.pid:
+                self._startup.send_to(info, [])  # remember it; it reached everyone
+                stale = False
+            else:
+                stale = stale or info != self._startup.own_message
+        if stale:
+            self._startup.reassert([c.id2 for c in self._clients])
+
+    def _on_info_received(self, items: list[tuple[int, Any]]) -> None:
+        """A client resent a stat-broker state: send the current one again."""
+        if any(info != self._info.own_message for _, info in items):
+            self._info.reassert()
 
     def _on_kernel_exit_thread(self, kernel: KernelProcess) -> None:
         # In the kernel's waiter thread.
@@ -518,7 +551,7 @@ class Broker:
         dest = conn.id2
         self._history_pub.send_to(self.history.snapshot(), dest)
         self._status.send_to(self.tracker.current, [dest])
-        self._startup.send_current_to(dest)
+        self._startup.send_own_to(dest)
         self._publish_info()
         if not self._drop_timer.running:
             self._drop_timer.start()
@@ -625,6 +658,11 @@ class Broker:
                 conn.close_on_problem("The broker exited.")
             for listener in self._ctx.listeners:
                 listener.close()
+
+
+def _pid_of(info: Any) -> int | None:
+    """The "pid" of a stat-startup dict, or None."""
+    return info.get("pid") if isinstance(info, dict) else None
 
 
 def _ignore_signal(signum: int, frame: Any) -> None:

@@ -7,8 +7,10 @@ from collections import deque
 
 #: Items kept (one item is one message on an output slot, often many lines).
 MAX_ITEMS = 500
-#: Characters kept over all items; the oldest items go first.
-MAX_CHARS = 1 << 20
+#: Characters kept over all items; the oldest items go first. Each attach sends
+#: them once (and yoton floods addressed packages to every connection), so this
+#: stays moderate.
+MAX_CHARS = 256 << 10
 
 
 class History:

@@ -114,14 +114,24 @@ class KernelProcess:
         threading.Thread(target=self._wait, name=name + "-wait", daemon=True).start()
 
     def send_signal(self, sig: int) -> bool:
-        """Send a signal if the process still runs; return whether it was sent."""
+        """Signal the kernel's process group (like a terminal's Ctrl-C) if the
+        kernel still runs; return whether it was sent.
+
+        The kernel leads its own process group, so a SIGINT also reaches what
+        it runs in the foreground (``os.system``) and a SIGKILL what it started.
+        If user code moved the kernel to another group, only the kernel is signalled.
+        """
         if not self.alive:
             return False
+        pid = self._proc.pid
         try:
-            self._proc.send_signal(sig)
+            if os.getpgid(pid) == pid:
+                os.killpg(pid, sig)
+            else:
+                os.kill(pid, sig)
         except ProcessLookupError:
             return False
-        logger.info("sent %s to kernel pid %d", signal.Signals(sig).name, self.pid)
+        logger.info("sent %s to kernel pid %d", signal.Signals(sig).name, pid)
         return True
 
     def wait(self, timeout: float | None = None) -> int | None:

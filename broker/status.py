@@ -46,9 +46,17 @@ class StatusTracker:
         return self.current
 
     def kernel_said(self, status: str) -> str:
-        """The kernel published ``status``; return the status to publish."""
-        if self.alive and status and status not in BROKER_STATES:
-            self.kernel_status = status
+        """The kernel published ``status``; return the status to publish.
+
+        A kernel never returns to Starting: a later Starting is a stale state its
+        channel picked up from a client and resent (yoton state channels resend
+        whatever they last saw when a context joins), so it is ignored.
+        """
+        if not self.alive or not status or status in BROKER_STATES:
+            return self.current
+        if status == STARTING and self.kernel_status not in (None, STARTING):
+            return self.current
+        self.kernel_status = status
         return self.current
 
     def set_stalled(self, stalled: bool) -> str:

@@ -8,10 +8,13 @@ import signal
 import stat
 import sys
 import threading
+import time
 
 import pytest
 
+import yoton
 from broker.__main__ import build_parser
+from broker.channels import BrokerPubChannel, BrokerStateChannel, Injector
 from broker.commands import (
     Command,
     Step,
@@ -218,6 +221,14 @@ def test_status_tracker_ignores_broker_states_from_kernel():
     assert tracker.kernel_said(STALLED) == "Busy"
     assert tracker.kernel_said(DEAD) == "Busy"
     assert tracker.kernel_said("") == "Busy"
+    assert tracker.kernel_said(STARTING) == "Busy"  # a stale resend
+
+
+def test_status_tracker_accepts_starting_first():
+    tracker = StatusTracker()
+    tracker.launched()
+    assert tracker.kernel_said(STARTING) == STARTING
+    assert tracker.kernel_said("Ready") == "Ready"
 
 
 @pytest.mark.parametrize(
@@ -306,3 +317,84 @@ def test_history_thread_safe():
         thread.join()
     assert len(history) == 50
     assert history.chars == sum(len(t) for _, t in history.snapshot())
+
+
+# -- the broker's channel classes (in-process yoton) ---------------------------------
+
+
+@pytest.fixture
+def linked_contexts():
+    """A "broker" context with two "client" contexts connected to it."""
+    hub = yoton.Context()
+    listener = hub.listen("127.0.0.1:0", key="k")
+    one, two = yoton.Context(), yoton.Context()
+    one.connect(f"127.0.0.1:{listener.port}", key="k", timeout=5)
+    two.connect(f"127.0.0.1:{listener.port}", key="k", timeout=5)
+    # connect() returns once the client side is done; wait for the hub's side.
+    deadline = time.monotonic() + 10
+    while hub.connection_count < 2 and time.monotonic() < deadline:
+        threading.Event().wait(0.01)
+    yield hub, one, two
+    for ctx in (one, two, hub):
+        ctx.close()
+
+
+def test_injector_routes_like_a_forwarded_package(linked_contexts):
+    hub, one, two = linked_contexts
+    sub_one = yoton.SubChannel(one, "strm-raw")
+    sub_two = yoton.SubChannel(two, "strm-raw")
+    injector = Injector(hub, BrokerPubChannel(hub, "strm-raw"))
+    for i in range(3):
+        injector.send(f"raw {i}\n")
+    assert [sub_one.recv(10) for _ in range(3)] == ["raw 0\n", "raw 1\n", "raw 2\n"]
+    assert [sub_two.recv(10) for _ in range(3)] == ["raw 0\n", "raw 1\n", "raw 2\n"]
+    # ``via`` is skipped, as the connection a package came from.
+    via = next(c for c in hub.connections if c.id2 == one.id)
+    injector.send("not for one\n", via)
+    assert sub_two.recv(10) == "not for one\n"
+    injector.send("")  # empty messages are not sent
+    two_marker = "last\n"
+    injector.send(two_marker)
+    assert sub_two.recv(10) == two_marker
+    assert sub_one.recv(10) == two_marker  # "not for one" never arrived
+
+
+class _QuietState(yoton.StateChannel):
+    """A client's state channel that does not resend when a context joins."""
+
+    def send_last(self):
+        pass
+
+
+def test_broker_state_channel_addresses_and_never_resends(linked_contexts):
+    hub, one, two = linked_contexts
+    received = []
+    state = BrokerStateChannel(hub, "stat-x", on_received=received.extend)
+    state_one = _QuietState(one, "stat-x")
+    state_two = _QuietState(two, "stat-x")
+    state.send_to("only one", [one.id])
+    marker = yoton.PubChannel(hub, "marker")
+    markers = [yoton.SubChannel(ctx, "marker") for ctx in (one, two)]
+    marker.send("after")
+    # Packages keep their order on a connection: the state arrived before this.
+    assert [sub.recv(10) for sub in markers] == ["after", "after"]
+    assert state_one.recv() == "only one"
+    assert state_two.recv() == ""
+    assert state.own_message == "only one"
+    # A stale state from a client: reported (coalesced) through the event loop.
+    state_two.send("stale")
+    for _ in range(100):
+        yoton.process_events(0.05)
+        if received:
+            break
+    assert received == [(two.id, "stale")]
+    assert state.recv() == "stale" and state.own_message == "only one"
+    state.reassert()
+    marker.send("after reassert")
+    assert markers[1].recv(10) == "after reassert"
+    assert state_two.recv() == "only one"
+    state.send_last()  # a no-op: nothing is sent
+    state.send("everyone")
+    marker.send("after send")
+    assert markers[1].recv(10) == "after send"
+    assert state_two.recv() == "everyone"
