@@ -102,6 +102,10 @@ class Request:
         """Cancel the request if no replier took it yet."""
         return self.future.cancel()
 
+    def cancelled(self) -> bool:
+        """Whether the request was cancelled (or no replier took it in time)."""
+        return self.future.cancelled()
+
     def add_done_callback(self, fn: Callable[[Request], Any]) -> None:
         """Call ``fn(request)`` once the reply is there."""
         self.future.add_done_callback(lambda _f: fn(self))
@@ -111,6 +115,22 @@ class Request:
 
     def __repr__(self) -> str:
         return f"<client.Request {self.future!r}>"
+
+
+class ObserverStateChannel(yoton.StateChannel):
+    """A StateChannel that only listens: it never sends, not even ``send_last``.
+
+    A plain StateChannel re-sends the state it last received whenever any
+    context joins; a client holding a stale state ("Starting", "Dead") would
+    then overwrite the current one in the kernel and in the other clients.
+    """
+
+    def send(self, message: Any) -> None:
+        """Clients do not set kernel states."""
+        raise yoton.LocalProtocolError("A client only observes this state.")
+
+    def send_last(self) -> None:
+        """Do nothing (see the class docstring)."""
 
 
 class _EventLoopThread:
@@ -195,7 +215,6 @@ class Client:
         self._close_reason = ""
         self._closed = False
         self._connection: Any = None
-        self._output_seq = 0  # number of Output items dispatched so far
 
         ctx = self._ctx = yoton.Context()
         self._pub_command = yoton.PubChannel(ctx, "ctrl-command")
@@ -205,8 +224,8 @@ class Client:
             self._subs[yoton.SubChannel(ctx, "strm-" + stream)] = stream
         self._sub_history = yoton.SubChannel(ctx, "strm-history", yoton.OBJECT)
         self._subs[self._sub_history] = "history"
-        self._stat = yoton.StateChannel(ctx, "stat-interpreter")
-        self._startup = yoton.StateChannel(ctx, "stat-startup", yoton.OBJECT)
+        self._stat = ObserverStateChannel(ctx, "stat-interpreter")
+        self._startup = ObserverStateChannel(ctx, "stat-startup", yoton.OBJECT)
         self._req = yoton.ReqChannel(ctx, "reqp-introspect")
         for sub in self._subs:
             sub.received.bind(self._on_stream_received)
@@ -476,6 +495,15 @@ class Client:
                 return None
             return self._status
 
+    def wait_for_kernel_info(self, timeout: float | None = None) -> dict | None:
+        """Wait until the kernel published its info; None on timeout or close."""
+        with self._state_cond:
+            if not self._state_cond.wait_for(
+                lambda: self._closed or bool(self._kernel_info), timeout
+            ):
+                return None
+            return None if self._closed else dict(self._kernel_info)
+
     def _on_status_received(self, channel: Any) -> None:
         status = channel.recv()
         with self._lock:
@@ -536,7 +564,6 @@ class Client:
 
     def _dispatch(self, output: Output) -> None:
         with self._lock:
-            self._output_seq += 1
             callbacks = list(self._output_callbacks)
             queues = list(self._iter_queues)
         for q in queues:

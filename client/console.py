@@ -56,6 +56,8 @@ COMPLETE_TIMEOUT = 1.5
 #: Seconds to wait for the first kernel status after attaching.
 ATTACH_WAIT = 5.0
 HISTORY_LENGTH = 10000
+#: Seconds after input() started before a prompt change noticed meanwhile is shown.
+REFRESH_DELAY = 0.05
 _REFRESH_SIGNAL = getattr(signal, "SIGUSR2", None)
 
 
@@ -115,6 +117,8 @@ class Console:
         self._gate_held = False
         self._interrupts = 0  # Ctrl-C presses while waiting for the kernel
         self._callbacks_attached = False
+        self._last_completion: tuple[str, Any] | None = None
+        self._connection_state: str | None = None  # as last reported
         self._main_ident = threading.main_thread().ident
         self.completer = Completer(
             self._fetch_completions,
@@ -183,9 +187,10 @@ class Console:
             self._cond.notify_all()
         if status is None:
             self.screen.write_line("[yoton] no kernel status yet; waiting for it")
-        # Warm up the kernel's completer (jedi loads on first use).
+        # Warm up the kernel's completer: jedi loads (and reads the builtins
+        # stubs) on first use, which can take longer than a Tab may wait.
         try:
-            self.client.complete("").add_done_callback(lambda _r: None)
+            self.client.complete("str.")
         except yoton.YotonError:
             pass
 
@@ -217,6 +222,7 @@ class Console:
         with self._cond:
             if status == "Dead":
                 self._kernel_prompt = None
+                self._escape = False
                 self._block.clear()
                 self.echo.clear()
             self._state_changed()
@@ -226,8 +232,9 @@ class Console:
             self.screen.write_line(f"[yoton] {message}")
 
     def _on_connection(self, state: str, reason: str) -> None:
-        if self._quit:
-            return
+        previous, self._connection_state = self._connection_state, state
+        if self._quit or previous is None:
+            return  # the first report is the attach itself
         if state == NO_HEARTBEAT:
             self.screen.write_line(f"[yoton] broker silent: {reason}")
         elif state == DISCONNECTED:
@@ -235,8 +242,8 @@ class Console:
                 f"[yoton] connection to the broker lost ({reason});"
                 " %reconnect tries again, Ctrl-D leaves"
             )
-        else:
-            self.screen.write_line("[yoton] connection to the broker is back")
+        elif previous == NO_HEARTBEAT:
+            self.screen.write_line("[yoton] the broker answers again")
         with self._cond:
             if state == DISCONNECTED:
                 self._kernel_prompt = None
@@ -291,14 +298,28 @@ class Console:
                 self._cond.wait()
 
     def _fetch_completions(self, source: str) -> Any:
-        """Ask the kernel for completions at the end of ``source`` (short timeout)."""
+        """Ask the kernel for completions at the end of ``source`` (short timeout).
+
+        A request that timed out is kept: Tab pressed again on the same text
+        waits for it instead of asking again (jedi can be slow the first time).
+        """
         if not self.client.connected:
             return None
+        last = self._last_completion
+        if last is not None and last[0] == source and not last[1].cancelled():
+            request = last[1]
+        else:
+            if last is not None and not last[1].done():
+                last[1].cancel()
+            try:
+                request = self.client.complete(source)
+            except yoton.YotonError:
+                return None
+        self._last_completion = (source, request)
         try:
-            request = self.client.complete(source)
-        except yoton.YotonError:
+            return request.result(COMPLETE_TIMEOUT)
+        except (yoton.YotonError, TimeoutError):
             return None
-        return request.result_or_none(COMPLETE_TIMEOUT)
 
     # -- reading a line (main thread) -----------------------------------------------
 
@@ -312,10 +333,24 @@ class Console:
             self._carry = ""
             self.screen.show_prompt(self._shown_prompt)
         finally:
-            if self._gate_held:
-                self._gate_held = False
-                self.screen.lock.release()
+            self._release_gate()
             self._in_readline = True
+            with self._cond:
+                desired = self._desired_prompt()
+                stale = desired is not None and desired != self._shown_prompt
+            if stale:
+                # Changed while input() started; a signal now would land in this
+                # hook (where readline swallows exceptions), so send it shortly.
+                yoton.call_later(self._state_changed, REFRESH_DELAY)
+
+    def _release_gate(self) -> None:
+        """Let output through again (the gate is taken just before input())."""
+        if self._gate_held:
+            self._gate_held = False
+            try:
+                self.screen.lock.release()
+            except RuntimeError:  # interrupted before it was taken
+                pass
 
     def _read_line(self, prompt: str) -> str:
         """input(prompt) with output kept above it; raises _PromptChanged."""
@@ -327,16 +362,14 @@ class Console:
         with self._cond:
             self._shown_prompt = prompt
             self._refresh_sent = False
-        if self.readline is not None:
-            self.screen.lock.acquire()  # released by the hook: no output in between
-            self._gate_held = True
         try:
+            if self.readline is not None:
+                self._gate_held = True
+                self.screen.lock.acquire()  # released by the hook: no output between
             return input(prompt)
         finally:
             self._in_readline = False
-            if self._gate_held:
-                self._gate_held = False
-                self.screen.lock.release()
+            self._release_gate()
             self.screen.show_prompt(None)
             with self._cond:
                 self._shown_prompt = None
@@ -350,7 +383,10 @@ class Console:
         self._initial_state()
         try:
             while not self._quit:
-                self._step()
+                try:
+                    self._step()
+                except KeyboardInterrupt:  # Ctrl-C between two waits
+                    self._interrupt_running()
         finally:
             self._save_history()
         return self._exit_code
@@ -387,6 +423,11 @@ class Console:
             self.client.interrupt()
         except yoton.YotonError as err:
             self.screen.write_line(f"[yoton] cannot interrupt: {err}")
+        if self._interrupts == 1 and self.client.status == "Stalled":
+            self.screen.write_line(
+                "[yoton] interrupt sent; the kernel sees it when the extension"
+                " call returns (Ctrl-C again for a console prompt)"
+            )
         if self._interrupts >= 2:
             with self._cond:
                 if not self._escape and self._kernel_prompt is None:
@@ -477,8 +518,7 @@ class Console:
                 self._kernel_prompt = None
                 self._block.clear()
                 self.echo.clear()
-            if self._send_control(client.restart):
-                self.screen.write_line("[yoton] restarting the kernel")
+            self._send_control(client.restart)  # the broker says "Restarting"
         elif name == "reconnect":
             self._reconnect()
         elif name == "detach":
@@ -535,6 +575,14 @@ class Console:
                 return
             self._quit = True
             self._cond.notify_all()
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C now would leak
+        for callback in (
+            self._on_output,
+            self._on_status,
+            self._on_kernel_info,
+            self._on_connection,
+        ):
+            self.client.remove_callback(callback)
         local = self.local
         if local is not None and shutdown_local:
             if not already_sent:
@@ -557,16 +605,17 @@ class Console:
             self.local = None
 
     def shutdown_local(self) -> None:
-        """Stop a broker this console started (on errors and signals)."""
+        """Stop a broker this console started, at once (errors, signals).
+
+        SIGTERM makes the broker shut down in order by itself (kernel first);
+        nothing here waits, so a second signal cannot catch us half-way.
+        """
         local, self.local = self.local, None
-        if local is None:
+        if local is None or local.detached:
             return
-        try:
-            self.client.shutdown()
-        except Exception:
-            logger.debug("shutdown failed", exc_info=True)
-        local.wait(2.0)
-        local.cleanup()
+        if local.running():
+            local.process.terminate()
+        local.cleanup(force=True)
 
 
 # -- command line ---------------------------------------------------------------------
@@ -715,8 +764,7 @@ def _stop_local(local: LocalBroker | None) -> None:
         return
     if local.running():
         local.process.terminate()  # the broker stops its kernel on SIGTERM
-        local.wait(5.0)
-    local.cleanup()
+    local.cleanup(force=True)
 
 
 if __name__ == "__main__":

@@ -131,9 +131,13 @@ class LocalBroker:
             self.process.kill()
             return self.process.wait()
 
-    def cleanup(self) -> None:
-        """Remove the temporary directory (only once the broker is gone)."""
-        if self.running():
+    def cleanup(self, force: bool = False) -> None:
+        """Remove the temporary directory once the broker is gone (or if ``force``).
+
+        A broker still running (just sent SIGTERM) removes its connection file
+        itself; its open log survives the directory's removal.
+        """
+        if self.running() and not force:
             return
         if self._log is not None:
             self._log.close()

@@ -191,36 +191,21 @@ class EchoFilter:
 
 
 class StatusReporter:
-    """Turns kernel status and info updates into the one-line messages that matter.
+    """Turns kernel info updates into the one-line messages that matter.
 
-    Shown: the kernel stalled in extension code (and recovered), died, restarted.
-    ``death_detail`` (from the broker) says how it died, e.g. "exit code 1".
+    The broker itself reports a stalled, recovered, died or restarting kernel on
+    strm-broker; what it cannot say is that the new kernel is up: a new pid in
+    the kernel info means the kernel was restarted.
     """
 
     def __init__(self) -> None:
         self.status = ""
         self.pid: int | None = None
-        self._died = False
 
-    def update(self, status: str, death_detail: str = "") -> list[str]:
-        """Record a new status; return the messages to show."""
-        old, self.status = self.status, status
-        if status == old:
-            return []
-        messages = []
-        if status == "Stalled":
-            messages.append(
-                "kernel stalled: busy in extension code that holds the GIL"
-                " (Ctrl-C works once it returns; %kill stops it now)"
-            )
-        elif old == "Stalled" and status != "Dead":
-            messages.append("kernel responsive again")
-        if status == "Dead":
-            self._died = True
-            messages.append(
-                f"kernel died ({death_detail})" if death_detail else "kernel died"
-            )
-        return messages
+    def update(self, status: str) -> list[str]:
+        """Record a new status; return the messages to show (none so far)."""
+        self.status = status
+        return []
 
     def kernel_info(self, info: dict) -> list[str]:
         """Record kernel info; a new pid means the kernel was restarted."""
@@ -230,5 +215,4 @@ class StatusReporter:
         old, self.pid = self.pid, pid
         if old is None or old == pid:
             return []
-        self._died = False
         return [f"kernel restarted (pid {pid})"]

@@ -26,6 +26,7 @@ def clients(broker):  # noqa: F811
         c = Client.from_connection_file(broker.connection_file, **kwargs)
         made.append(c)
         assert c.wait_for_status("Ready", timeout=WAIT) == "Ready"
+        assert c.wait_for_kernel_info(timeout=WAIT)
         return c
 
     yield make
@@ -273,3 +274,17 @@ def test_reconnect_is_one_call(clients):
     c.reconnect()
     assert c.connected
     assert c.run("print(mark)", timeout=WAIT) == "still here\n"
+
+
+def test_clients_joining_never_resend_stale_states(clients):
+    first = clients()
+    first.kill()
+    assert first.wait_for_status("Dead", timeout=WAIT) == "Dead"
+    first.restart()  # the new kernel joins while `first` still holds "Dead"
+    assert first.wait_for_status("Ready", timeout=WAIT) == "Ready"
+    others = [clients() for _ in range(3)]  # each join makes contexts resend
+    assert first.run("print('ok')", timeout=WAIT) == "ok\n"
+    for c in [first, *others]:
+        assert c.wait_for_status("Ready", timeout=WAIT) == "Ready"
+    with pytest.raises(yoton.LocalProtocolError):
+        first._stat.send("Busy")

@@ -17,8 +17,6 @@ from pathlib import Path
 import pytest
 
 ROOT = str(Path(__file__).resolve().parent.parent)
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
 
 #: Generous waits: the machine may be busy running other tests.
 WAIT = 30.0
@@ -35,6 +33,7 @@ def child_environment(home: Path) -> dict[str, str]:
     env["YOTON_CONSOLE_HISTORY"] = str(home / "history")
     env["TMPDIR"] = str(home / "tmp")
     env["TERM"] = "xterm"
+    env["PYTHONFAULTHANDLER"] = "1"  # SIGABRT dumps every thread's stack
     env.pop("PYTHONSTARTUP", None)
     (home / "tmp").mkdir(parents=True, exist_ok=True)
     return env
