@@ -46,9 +46,14 @@ def main() -> int:
     elif "" not in sys.path:
         sys.path.insert(0, "")
 
+    import yoton
     from kernel.channels import run
 
-    return run(address, key)
+    try:
+        return run(address, key)
+    except (yoton.ConnectFailedError, yoton.AuthenticationError) as err:
+        logging.getLogger("kernel").error("%s", err)
+        return 1
 
 
 if __name__ == "__main__":

@@ -12,14 +12,14 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import signal
 import sys
 import threading
 from collections.abc import Mapping
 from typing import Any
 
-import yoton
-
 import kernel
+import yoton
 from kernel import introspection
 from kernel.interpreter import Interpreter, LineQueue, Status
 from kernel.streams import OutputBuffer
@@ -100,6 +100,9 @@ class Kernel:
     """One kernel process: channels, interpreter and the threads around them."""
 
     def __init__(self, address: str, key: bytes | None) -> None:
+        # Threads inherit the signal mask: all threads started until run() unblocks
+        # it again ignore SIGINT, so the OS delivers it to the main thread.
+        _set_sigint_blocked(True)
         self._address = address
         self._key = key
         self._exiting = False
@@ -121,13 +124,15 @@ class Kernel:
 
     def run(self) -> int:
         """Connect, serve until user code exits; return the exit code."""
+        threading.Thread(
+            target=self._watch, name="kernel-watchdog", daemon=True
+        ).start()
         connection = self.context.connect(
             self._address, timeout=CONNECT_TIMEOUT, key=self._key
         )
+        connection.closed.bind(self._on_connection_closed)
         self.channels.status.send(Status.STARTING)
         self.channels.startup.send(kernel_info())
-        connection.closed.bind(self._on_connection_closed)
-        threading.Thread(target=self._watch, name="kernel-watchdog", daemon=True).start()
         if not connection.is_connected:
             self._on_connection_closed(connection, connection.close_reason)
         self.introspector.set_mode("thread")
@@ -136,6 +141,7 @@ class Kernel:
         ).start()
         self.interpreter.install()
         self.interpreter.install_sigint_handler()
+        _set_sigint_blocked(False)
         code = self.interpreter.run()
         self.shutdown()
         return code
@@ -144,7 +150,9 @@ class Kernel:
         """Send all output, restore the real stdio and close the connection."""
         self._exiting = True
         self.output.close()
-        sys.stdout, sys.stderr, sys.stdin = sys.__stdout__, sys.__stderr__, sys.__stdin__
+        # Late output (atexit handlers) goes to fd 1/2, which the broker reads.
+        sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
+        sys.stdin = sys.__stdin__
         try:
             self.context.flush()
         except yoton.YotonError:
@@ -174,6 +182,12 @@ class Kernel:
             return
         log.warning("kernel exits: %s", why)
         os._exit(EXIT_ORPHANED)
+
+
+def _set_sigint_blocked(blocked: bool) -> None:
+    if hasattr(signal, "pthread_sigmask"):
+        how = signal.SIG_BLOCK if blocked else signal.SIG_UNBLOCK
+        signal.pthread_sigmask(how, {signal.SIGINT})
 
 
 def run(address: str, key: bytes | None) -> int:

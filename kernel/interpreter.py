@@ -12,7 +12,9 @@ import codeop
 import linecache
 import os
 import re
+import select
 import signal
+import socket
 import sys
 import threading
 import traceback
@@ -71,72 +73,120 @@ class InterruptGuard:
             raise KeyboardInterrupt
         self.pending = True
 
-    def interruptible(self) -> _Interruptible:
+    def interruptible(self) -> _Section:
         """Context manager for a section where KeyboardInterrupt may be raised."""
-        return _Interruptible(self)
+        return _Section(self, True)
+
+    def shielded(self) -> _Section:
+        """Context manager for kernel work inside user code (e.g. publishing the
+        input() prompt): SIGINT is delayed to the end of the section."""
+        return _Section(self, False)
 
 
-class _Interruptible:
-    __slots__ = ("_guard", "_previous")
+class _Section:
+    __slots__ = ("_guard", "_active", "_previous")
 
-    def __init__(self, guard: InterruptGuard) -> None:
+    def __init__(self, guard: InterruptGuard, active: bool) -> None:
         self._guard = guard
+        self._active = active
         self._previous: bool | None = None
 
     def __enter__(self) -> None:
         if threading.get_ident() != _MAIN_THREAD_ID:
             return  # signals are only ever handled in the main thread
         guard = self._guard
-        if guard.pending:
+        previous = guard.active
+        try:
+            # Activate first, then look for a pending interrupt: a SIGINT between
+            # the two raises at once instead of being left pending.
+            guard.active = self._active
+            if self._active and guard.pending:
+                guard.pending = False
+                raise KeyboardInterrupt
+        except BaseException:
+            guard.active = previous
+            raise
+        self._previous = previous
+
+    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
+        if self._previous is None:
+            return
+        guard = self._guard
+        guard.active = self._previous
+        if guard.active and guard.pending and exc_type is None:
             guard.pending = False
             raise KeyboardInterrupt
-        self._previous = guard.active
-        guard.active = True
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self._previous is not None:
-            self._guard.active = self._previous
 
 
 class LineQueue:
-    """Lines of ctrl-command messages in arrival order; ``get`` waits interruptibly."""
+    """Lines of ctrl-command messages in arrival order; ``get`` waits interruptibly.
+
+    The waiting thread sleeps in select() on a socket pair that ``put`` writes to.
+    The kernel also makes it the signal wakeup fd (``signal.set_wakeup_fd``), so a
+    SIGINT wakes the wait even when the OS delivers it to another thread.
+    """
 
     def __init__(self, guard: InterruptGuard | None = None) -> None:
         self.guard = guard or InterruptGuard()
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
         self._messages: deque[deque[str]] = deque()
         self._started = False  # the first message was partly consumed
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+
+    @property
+    def wakeup_fd(self) -> int:
+        """Writing a byte here wakes a waiting ``get`` (for signal.set_wakeup_fd)."""
+        return self._wake_w.fileno()
 
     def put(self, message: str) -> None:
         """Add the lines of one message."""
         lines = deque(split_lines(message))
-        with self._cond:
+        with self._lock:
             self._messages.append(lines)
-            self._cond.notify()
+        try:
+            self._wake_w.send(b"\0")
+        except BlockingIOError:
+            pass  # the socket is full of wake-ups already
 
     def get(self) -> str:
         """Take the next line, waiting for one; SIGINT interrupts the wait."""
-        with self._cond:
-            while not self._messages:
-                with self.guard.interruptible():
-                    self._cond.wait()
-            head = self._messages[0]
-            line = head.popleft()
-            self._started = bool(head)
-            if not head:
-                self._messages.popleft()
-            return line
+        while True:
+            with self._lock:
+                if self._messages:
+                    head = self._messages[0]
+                    line = head.popleft()
+                    self._started = bool(head)
+                    if not head:
+                        self._messages.popleft()
+                    return line
+            with self.guard.interruptible():
+                select.select([self._wake_r], [], [])
+                self._drain()
+
+    def _drain(self) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
 
     def discard_current(self) -> int:
         """Drop the rest of a partly consumed message (a pasted block); count lines."""
-        with self._cond:
+        with self._lock:
             if not self._started:
                 return 0
             self._started = False
             return len(self._messages.popleft())
 
+    def close(self) -> None:
+        """Release the wake-up sockets."""
+        self._wake_r.close()
+        self._wake_w.close()
+
     def __len__(self) -> int:
-        with self._cond:
+        with self._lock:
             return sum(len(m) for m in self._messages)
 
 
@@ -206,7 +256,8 @@ class Interpreter:
         self.stdio.install()
 
     def install_sigint_handler(self) -> None:
-        """Let SIGINT interrupt user code (main thread only)."""
+        """Let SIGINT interrupt user code and the wait for a line (main thread only)."""
+        signal.set_wakeup_fd(self.lines.wakeup_fd, warn_on_full_buffer=False)
         signal.signal(signal.SIGINT, self.guard.handle_sigint)
 
     def set_status(self, status: str) -> None:
@@ -245,10 +296,8 @@ class Interpreter:
     def push(self, line: str) -> bool:
         """Add one line of source; run it once complete; True if more is needed."""
         self._buffer.append(line)
-        source = "\n".join(self._buffer)
-        filename = f"<python-input-{self._count}>"
         try:
-            code = self._compile(source, filename, "single")
+            code = self._compile_buffer(self._buffer)
         except (SyntaxError, OverflowError, ValueError):
             if self._run_block_before(line):
                 return self.push(line)
@@ -258,13 +307,13 @@ class Interpreter:
             return False
         if code is None:
             return True
-        self._buffer.clear()
-        self._count += 1
-        # Register the source so tracebacks and inspect.getsource() can show it.
-        lines = [text + "\n" for text in source.split("\n")]
-        linecache.cache[filename] = (len(source), None, lines, filename)
-        self._run_code(code)
+        self._run(self._buffer, code)
         return False
+
+    def _compile_buffer(self, lines: list[str]) -> types.CodeType | None:
+        """Compile like the console; None while incomplete."""
+        filename = f"<python-input-{self._count}>"
+        return self._compile("\n".join(lines), filename, "single")
 
     def _run_block_before(self, line: str) -> bool:
         """Handle a pasted block without its closing blank line.
@@ -274,25 +323,24 @@ class Interpreter:
         """
         if len(self._buffer) < 2 or not line or line[0] in " \t#":
             return False
-        block = self._buffer[:-1]
-        source = "\n".join(block) + "\n"
-        filename = f"<python-input-{self._count}>"
+        block = [*self._buffer[:-1], ""]  # the blank line the paste lacked
         try:
-            code = self._compile(source, filename, "single")
+            code = self._compile_buffer(block)
         except (SyntaxError, OverflowError, ValueError):
             return False
         if code is None:
             return False
+        self._run(block, code)
+        return True
+
+    def _run(self, lines: list[str], code: types.CodeType) -> None:
+        """Run complete input; its source is registered for tracebacks and inspect."""
+        source = [text + "\n" for text in lines]
+        filename = code.co_filename
+        linecache.cache[filename] = (sum(map(len, source)), None, source, filename)
         self._buffer.clear()
         self._count += 1
-        linecache.cache[filename] = (
-            len(source),
-            None,
-            [text + "\n" for text in block],
-            filename,
-        )
         self._run_code(code)
-        return True
 
     def _run_code(self, code: types.CodeType) -> None:
         self.stdio.install()
@@ -328,14 +376,17 @@ class Interpreter:
         """Take the next command line for user code (input() / sys.stdin)."""
         self.stdio.flush()
         previous = self._status or Status.BUSY
-        self.set_status(Status.INPUT)
-        if prompt:
-            self._on_prompt(prompt)
+        with self.guard.shielded():
+            self.set_status(Status.INPUT)
+            if prompt:
+                self._on_prompt(prompt)
         try:
             line = self.lines.get()
         finally:
-            self.set_status(previous)
-        self._on_echo(line + "\n")
+            with self.guard.shielded():
+                self.set_status(previous)
+        with self.guard.shielded():
+            self._on_echo(line + "\n")
         return line
 
     # -- errors ------------------------------------------------------------------

@@ -54,10 +54,11 @@ def complete(
     line: int | None = None,
     column: int | None = None,
 ) -> dict[str, Any]:
-    """Completions at the cursor: names, their types, and how much to replace.
+    """Completions at the cursor: the names and how much to replace.
 
-    Returns ``{"names": [...], "types": [...], "prefix_length": n}``: replacing the
-    ``n`` characters before the cursor with a name completes it.
+    Returns ``{"names": [...], "prefix_length": n}``: replacing the ``n`` characters
+    before the cursor with a name completes it. (No types: jedi infers each one,
+    which would double the cost of a completion.)
     """
     _check(source, line, column)
     line, column = _position(source, line, column)
@@ -65,12 +66,11 @@ def complete(
         with _jedi_lock:
             found = _script(source, namespace).complete(line, column)
             names = [c.name for c in found]
-            types = [c.type for c in found]
             prefix = found[0].get_completion_prefix_length() if found else 0
     except Exception:
         log.warning("completion failed", exc_info=True)
-        return {"names": [], "types": [], "prefix_length": 0}
-    return {"names": names, "types": types, "prefix_length": prefix}
+        return {"names": [], "prefix_length": 0}
+    return {"names": names, "prefix_length": prefix}
 
 
 def signature(

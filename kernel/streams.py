@@ -11,11 +11,14 @@ already taken from the buffer.
 from __future__ import annotations
 
 import codecs
+import functools
 import io
 import logging
+import os
 import sys
 import threading
 import time
+import weakref
 from collections.abc import Callable, Hashable
 
 log = logging.getLogger(__name__)
@@ -26,6 +29,20 @@ MAX_PENDING = 4 * BATCH_SIZE  # characters: writers block beyond this (backpress
 MAX_MESSAGE = 1024 * 1024  # characters per sent message; longer text is split
 
 
+def write_to_fd(target: Hashable, text: str) -> None:
+    """Write text for target "err" to fd 2, anything else to fd 1 (UTF-8)."""
+    view = memoryview(text.encode("utf-8", "backslashreplace"))
+    fd = 2 if target == "err" else 1
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _after_fork_in_child(ref: weakref.ref[OutputBuffer]) -> None:
+    buffer = ref()
+    if buffer is not None:
+        buffer._write_directly()
+
+
 class OutputBuffer:
     """Collect writes to several targets in order; a flusher thread sends batches.
 
@@ -33,7 +50,8 @@ class OutputBuffer:
     the first unflushed write, or on ``flush()``. Writers block while ``max_pending``
     characters wait to be sent, so a slow ``send`` (a slow connection) slows the writer
     down instead of growing memory; nothing is ever dropped. Memory held is about
-    ``max_pending`` plus one batch being sent.
+    ``max_pending`` plus one batch being sent. In a child made by ``os.fork`` (e.g.
+    multiprocessing) there is no flusher thread: writes go straight to fd 1 / fd 2.
     """
 
     def __init__(
@@ -63,15 +81,22 @@ class OutputBuffer:
         self._sent = 0  # writes[:_sent] have been handed to send()
         self._flush_requested = False
         self._closed = False
+        self._direct = False  # True in a forked child: write with write_to_fd
         self._thread = threading.Thread(
             target=self._run, name="kernel-output-flusher", daemon=True
         )
         self._thread.start()
+        os.register_at_fork(
+            after_in_child=functools.partial(_after_fork_in_child, weakref.ref(self))
+        )
 
     def write(self, target: Hashable, text: str) -> None:
         """Queue ``text`` for ``target``; may block while too much output is pending."""
         n = len(text)
         if not n:
+            return
+        if self._direct:
+            write_to_fd(target, text)
             return
         with self._lock:
             if self._closed:
@@ -94,8 +119,8 @@ class OutputBuffer:
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything written so far was sent; False on timeout."""
-        if threading.current_thread() is self._thread:
-            return True  # e.g. a stream finalised by the GC on the flusher thread
+        if self._direct or threading.current_thread() is self._thread:
+            return True  # forked child, or a stream finalised on the flusher thread
         with self._lock:
             goal = self._written
             if self._sent >= goal or self._closed:
@@ -115,6 +140,15 @@ class OutputBuffer:
             self._progress.notify_all()
         if threading.current_thread() is not self._thread:
             self._thread.join(timeout)
+
+    def _write_directly(self) -> None:
+        """After fork, in the child: no flusher, no connection; use fd 1 and 2."""
+        self._lock = threading.Lock()
+        self._wake_flusher = threading.Condition(self._lock)
+        self._progress = threading.Condition(self._lock)
+        self._segments = []  # the parent sends what was pending
+        self._pending = 0
+        self._direct = True
 
     def _run(self) -> None:
         while True:

@@ -86,6 +86,7 @@ def h(monkeypatch):
     harness = Harness()
     yield harness
     harness.output.close()
+    harness.lines.close()
 
 
 def test_split_lines():
@@ -297,6 +298,17 @@ def test_sigint_handler_raises_only_when_active():
         with pytest.raises(KeyboardInterrupt):
             guard.handle_sigint(2, None)
     assert not guard.active
+
+
+def test_shielded_section_delays_sigint():
+    guard = InterruptGuard()
+    with pytest.raises(KeyboardInterrupt):
+        with guard.interruptible():
+            with guard.shielded():
+                guard.handle_sigint(2, None)  # remembered, not raised here
+                assert guard.pending
+            raise AssertionError("not reached: raised when the shield ends")
+    assert not guard.pending and not guard.active
 
 
 def test_custom_excepthook_is_used(h):

@@ -22,7 +22,8 @@ import yoton
 from kernel.interpreter import split_lines
 from kernel.launch import kernel_command, kernel_environment
 
-pytestmark = pytest.mark.timeout(120)
+# method="thread": even a hang in fixture teardown ends the run (with stacks).
+pytestmark = pytest.mark.timeout(120, method="thread")
 
 REPO = Path(__file__).resolve().parents[1]
 WAIT = 30.0  # generous: waits end as soon as their condition holds
@@ -186,7 +187,7 @@ def test_missing_address_exits_with_error(tmp_path):
 
 def test_wrong_key_is_refused(launch):
     peer, proc = launch(kernel_key=b"not the key")
-    assert wait_exit(proc) != 0
+    assert wait_exit(proc) == 1
 
 
 def test_without_key(launch):
@@ -249,6 +250,17 @@ def test_print_loop_all_received_in_order(kernel):
     assert out == "".join(f"{i}\n" for i in range(n))
 
 
+def test_multiprocessing_fork_child_does_not_hang(kernel, tmp_path):
+    peer, _ = kernel
+    code = (
+        "import multiprocessing as mp\n"
+        "p = mp.get_context('fork').Process(target=print, args=('child says hi',))\n"
+        "p.start(); p.join(); print(p.exitcode)"
+    )
+    assert peer.execute(code) == ("0\n", "")
+    assert "child says hi" in _log(tmp_path)  # the child's fd 1: the broker's strm-raw
+
+
 def test_single_print_arrives_while_still_busy(kernel):
     peer, _ = kernel
     peer.send("print('early'); import time; time.sleep(60)\n")
@@ -286,6 +298,7 @@ def test_input_waits_for_the_next_client(kernel):
         assert client.wait_prompt() == "? "
         first.close()  # the only client leaves while input() waits
         assert proc.poll() is None
+        assert peer.status.recv() == "Input"
         late = Peer(second)
         second.connect(f"127.0.0.1:{listener.port}", timeout=WAIT)
         late.send("from the second client\n")
@@ -343,7 +356,7 @@ def test_kernel_exits_when_connection_closes(kernel):
     peer.send("import time; time.sleep(60)\n")
     peer.wait_echo("import time; time.sleep(60)\n")
     peer.ctx.close()
-    assert wait_exit(proc) != 0
+    assert wait_exit(proc) == 1
 
 
 @pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="needs pidfd_open")

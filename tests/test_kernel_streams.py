@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import sys
 import threading
 
@@ -201,3 +202,23 @@ def test_kernel_stdio_install_replaces_closed_and_swapped_streams(output, monkey
     assert sys.stdout is stdio.stdout is not first
     assert not sys.stdout.closed
     assert sys.stderr is stdio.stderr
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_forked_child_writes_to_fds(output, collector, capfd):
+    output.write("out", "parent pending\n")
+    pid = os.fork()
+    if pid == 0:  # child: no flusher thread, so output must go to fd 1 / 2
+        try:
+            output.write("out", "from child\n")
+            output.write("err", "child error\n")
+            output.flush()
+        finally:
+            os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    output.flush()
+    captured = capfd.readouterr()
+    assert captured.out == "from child\n"
+    assert captured.err == "child error\n"
+    assert collector.text() == "parent pending\n"
