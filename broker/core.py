@@ -2,7 +2,7 @@
 
 One yoton context holds a listener for the clients and a one-peer ``bind`` for
 the kernel; the context forwards every package between them, so commands and
-output need no code here. What the broker adds (see broker/PROTOCOL.md): its own
+output need no code here. What the broker adds (see protocol.md section 6): its own
 channels, the Stalled/Dead states, the output history for late joiners, the
 ctrl-broker commands and the bookkeeping of slow and dead clients.
 
@@ -542,6 +542,8 @@ class Broker:
             conn.close()
             return
         conn.timeout = self._client_timeout
+        # Clients watch the broker with timeouts of a second or more.
+        conn.heartbeat_interval = 0.5
         conn.timedout.bind(self._on_client_timedout)
         conn.closed.bind(self._on_client_closed)
         if not conn.is_connected:

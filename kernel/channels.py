@@ -1,6 +1,6 @@
 """Wiring of the kernel to yoton: its channels, the introspection replier, the run loop.
 
-The slots are those of DESIGN.md section 2; kernel/PROTOCOL.md documents every
+The slots are those of DESIGN.md section 2; protocol.md section 5 documents every
 message. The main thread runs the interpreter; other threads: one reads
 ctrl-command into the line queue, the output flusher (streams.py), the
 introspection replier (yoton 'thread' mode), and a watchdog that runs the yoton
@@ -46,7 +46,7 @@ class Introspector(yoton.RepChannel):
     def complete(
         self, source: str, line: int | None = None, column: int | None = None
     ) -> dict[str, Any]:
-        """Completions at the cursor (default: end of source); see PROTOCOL.md."""
+        """Completions at the cursor (default: end of source); protocol.md §5."""
         return introspection.complete(self._namespace, source, line, column)
 
     def signature(

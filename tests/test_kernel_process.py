@@ -2,7 +2,7 @@
 
 Each test binds a yoton context on a free port with a random key (the broker's
 role), starts the kernel with the address and key in its environment, and uses the
-client-side channels of kernel/PROTOCOL.md.
+client-side channels of protocol.md section 5.
 """
 
 from __future__ import annotations

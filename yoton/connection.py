@@ -88,6 +88,7 @@ class Connection:
         self._id2 = 0
         self._pid2 = 0
         self._timeout = TIMEOUT_MIN
+        self._heartbeat_interval = HEARTBEAT_INTERVAL
         self._timedout_signal = Signal()
         self._closed_signal = Signal()
         self._close_reason = ""
@@ -186,6 +187,22 @@ class Connection:
         if value < TIMEOUT_MIN:
             raise ValueError(f"timeout must be at least {TIMEOUT_MIN:.2f} seconds.")
         self._timeout = float(value)
+
+    @property
+    def heartbeat_interval(self) -> float:
+        """Seconds of silence after which this end sends a heartbeat (ext).
+
+        The default, 0.25 s, suits yoton 2.2 peers (their minimum timeout is
+        0.5 s) and fast stall detection; a longer one saves idle wake-ups on
+        links whose peer uses a longer ``timeout``.
+        """
+        return self._heartbeat_interval
+
+    @heartbeat_interval.setter
+    def heartbeat_interval(self, value: float) -> None:
+        if not isinstance(value, int | float) or value <= 0:
+            raise ValueError("heartbeat_interval must be a positive number.")
+        self._heartbeat_interval = float(value)
 
     @property
     def close_reason(self) -> str:
@@ -419,7 +436,7 @@ class TcpConnection(Connection):
                         lingering = bool(self._out)
                     if not self._out and self._status >= STATUS_HOSTING:
                         self._sender_idle = True
-                        cond.wait(HEARTBEAT_INTERVAL)
+                        cond.wait(self._heartbeat_interval)
                         self._sender_idle = False
                     if self._status < STATUS_CLOSING:
                         return
@@ -437,7 +454,10 @@ class TcpConnection(Connection):
                     lingering = bool(buffers)
                     if buffers:
                         _send_buffers(sock, buffers)
-                    elif time.monotonic() - self._last_send > HEARTBEAT_INTERVAL / 2:
+                    elif (
+                        time.monotonic() - self._last_send
+                        > self._heartbeat_interval / 2
+                    ):
                         sock.sendall(wire.HEARTBEAT_FRAME)
                     self._last_send = time.monotonic()
                 with cond:
