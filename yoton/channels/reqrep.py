@@ -63,7 +63,11 @@ class Future:
     ) -> None:
         self._channel = req_channel
         self._request_id = request_id
-        self._cond = threading.Condition(threading.Lock())
+        self._cond = threading.Lock()  # guards the status and callback lists
+        # Held until the future is done; waiters block on it (cheaper than a
+        # Condition: a single C-level lock hand-off wakes the waiting thread).
+        self._gate = threading.Lock()
+        self._gate.acquire()
         self._status = _PENDING
         self._result: Any = None
         self._callbacks: list = []
@@ -73,7 +77,9 @@ class Future:
         self._direct = False
         self._start_time = time.monotonic()
         self._next_ask = 0.0
-        self.set_auto_cancel_timeout(timeout)
+        self._auto_cancel = float("inf") if timeout is None else float(timeout)
+        if self._auto_cancel <= 0:
+            raise ValueError("The auto-cancel timeout must be positive (or None).")
 
     # -- state queries -------------------------------------------------------------
 
@@ -103,17 +109,14 @@ class Future:
     # -- waiting -------------------------------------------------------------------
 
     def _wait(self, timeout: float | None) -> None:
-        with self._cond:
-            if timeout is None:
-                while self._status < _CANCELLED:
-                    self._cond.wait()
-            else:
-                deadline = time.monotonic() + timeout
-                while self._status < _CANCELLED:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        break
-                    self._cond.wait(remaining)
+        if self._status >= _CANCELLED:
+            return
+        if timeout is None:
+            passed = self._gate.acquire()
+        else:
+            passed = self._gate.acquire(timeout=max(0.0, timeout))
+        if passed:
+            self._gate.release()  # let any other waiter through as well
 
     def result(self, timeout: float | None = None) -> Any:
         """Return the reply, waiting up to ``timeout`` s (TimeoutError after)."""
@@ -170,7 +173,7 @@ class Future:
             if self._status != _PENDING:
                 return self._status == _CANCELLED
             self._status = _CANCELLED
-            self._cond.notify_all()
+        self._gate.release()
         if self._channel is not None:
             self._channel._request_cancelled(self)
         self._run_callbacks()
@@ -216,7 +219,7 @@ class Future:
                 return False
             self._status = status
             self._result = value
-            self._cond.notify_all()
+        self._gate.release()
         self._run_callbacks()
         return True
 
