@@ -3,6 +3,7 @@
 import resource
 import socket
 import struct
+import threading
 import time
 
 import pytest
@@ -149,3 +150,40 @@ def test_heartbeats_are_sent_to_a_raw_peer(host):
     fields = struct.unpack("<7Q", data)
     assert fields[0] == wire.CONTROL_WORD and fields[1] == wire.SLOT_DUMMY
     sock.close()
+
+
+def test_a_peer_that_stops_reading_blocks_nobody(host, monkeypatch):
+    # A peer that completes the greeting and then never reads (like a stopped
+    # process) delays local senders for CONGESTION_TIMEOUT at most; after that
+    # what it misses is dropped and counted, and the healthy peer gets all.
+    import yoton.connection as connection_module
+    import yoton.context as context_module
+
+    monkeypatch.setattr(connection_module, "CONGESTION_TIMEOUT", 0.5)
+    monkeypatch.setattr(connection_module, "HIGH_WATER_BYTES", 1 << 20)
+    monkeypatch.setattr(context_module, "HIGH_WATER_BYTES", 1 << 20)
+    monkeypatch.setattr(connection_module, "FORWARD_LIMIT_BYTES", 4 << 20)
+    ctx, listener, healthy = host
+    stuck_sock = raw_peer(listener.port)  # never reads from here on
+    stuck = _connection_from(ctx, 99)
+    sub = yoton.SubChannel(healthy, "flood", yoton.BINARY)
+    pub = yoton.PubChannel(ctx, "flood", yoton.BINARY)
+    chunk = bytes(100_000)
+    received = []
+
+    def read():
+        while len(received) < 300:
+            message = sub.recv(10)
+            if not message:
+                return
+            received.append(message)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    for _ in range(300):  # 30 MB, far more than the stuck peer's buffers
+        pub.send(chunk)
+    reader.join(60)
+    assert len(received) == 300
+    assert stuck.dropped > 0
+    assert stuck._out_bytes <= (4 << 20) + len(chunk) + 1024
+    stuck_sock.close()

@@ -107,6 +107,14 @@ def test_state_channel_and_late_joiner(make_context):
     listener = a.listen("localhost:0")
     b.connect(f"localhost:{listener.port}", timeout=5)
     wait_for(lambda: state_b.recv() == "Ready")
+    # Let a's resend for the newcomer arrive first: states set at the same time
+    # on two sides end in an undefined order (as documented).
+    ping_sub, ping_pub = yoton.SubChannel(a, "ping"), yoton.PubChannel(b, "ping")
+    probe_sub, probe_pub = yoton.SubChannel(b, "probe"), yoton.PubChannel(a, "probe")
+    ping_pub.send("sent after NEW_CONNECTION")
+    assert ping_sub.recv(5)  # so a has handled b's NEW_CONNECTION (and resent)
+    probe_pub.send("queued after the resend")
+    assert probe_sub.recv(5)
     state_b.send("Busy")
     wait_for(lambda: state_a.recv() == "Busy")
     # A context that joins later learns the current state at once.

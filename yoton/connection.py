@@ -47,6 +47,8 @@ STOP_CONTEXT = "Closed by the context."
 HIGH_WATER_BYTES = 8 << 20
 #: Packages routed *through* this context are discarded (and counted) above this.
 FORWARD_LIMIT_BYTES = 64 << 20
+#: A local sender waits at most this long for a peer that takes no data.
+CONGESTION_TIMEOUT = 5.0
 #: Payloads up to this size are joined with their header into one buffer.
 _JOIN_LIMIT = 16 << 10
 _RECV_BUFFER = 1 << 20
@@ -272,6 +274,7 @@ class TcpConnection(Connection):
         self._out_lock = threading.Lock()
         self._out_cond = threading.Condition(self._out_lock)
         self._sender_idle = False  # the sending thread waits for frames
+        self._congested = False  # the peer took nothing for CONGESTION_TIMEOUT
         self._queued_total = 0  # buffers ever queued
         self._sent_total = 0  # buffers ever handed to the socket
         self._dropped = 0
@@ -338,8 +341,8 @@ class TcpConnection(Connection):
         with self._out_lock:
             if self._status < STATUS_WAITING:
                 return
-            if forwarded and self._out_bytes > FORWARD_LIMIT_BYTES:
-                self._count_forward_drop()
+            if self._out_bytes > FORWARD_LIMIT_BYTES and (forwarded or self._congested):
+                self._count_drop()
                 return
             if len(data) <= _JOIN_LIMIT:
                 frame = header + data
@@ -377,7 +380,7 @@ class TcpConnection(Connection):
         finally:
             self._send_lock.release()
 
-    def _count_forward_drop(self) -> None:
+    def _count_drop(self) -> None:
         self._dropped += 1
         if self._dropped == 1 or self._dropped % 1000 == 0:
             logger.warning(
@@ -386,20 +389,32 @@ class TcpConnection(Connection):
                 self._dropped,
             )
 
-    def _wait_writable(self, timeout: float | None = None) -> None:
-        """Block while too many bytes are queued (backpressure for local senders)."""
-        if self._out_bytes <= HIGH_WATER_BYTES:
-            return
-        deadline = None if timeout is None else time.monotonic() + timeout
+    def _wait_writable(self) -> None:
+        """Block while too many bytes are queued (backpressure for local senders).
+
+        A peer that takes nothing for CONGESTION_TIMEOUT seconds is marked
+        congested: senders stop waiting for it, and what it does not take
+        beyond FORWARD_LIMIT_BYTES is dropped and counted, so one stopped peer
+        can neither block this process nor fill its memory.
+        """
+        deadline = time.monotonic() + CONGESTION_TIMEOUT
         with self._out_cond:
-            while self._out_bytes > HIGH_WATER_BYTES and self._status >= STATUS_HOSTING:
-                if deadline is None:
-                    self._out_cond.wait(1.0)
-                else:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        return
-                    self._out_cond.wait(remaining)
+            while (
+                self._out_bytes > HIGH_WATER_BYTES
+                and self._status >= STATUS_HOSTING
+                and not self._congested
+            ):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    self._congested = True
+                    logger.warning(
+                        "yoton: peer %s:%s takes no data; not waiting for it "
+                        "(what it misses is dropped and counted)",
+                        self._hostname2,
+                        self._port2,
+                    )
+                    return
+                self._out_cond.wait(remaining)
 
     def flush(self, timeout: float = 3.0) -> None:
         """Wait until every package queued so far is handed to the socket."""
@@ -450,6 +465,7 @@ class TcpConnection(Connection):
                         count = self._queued_total
                         self._out = deque()
                         self._out_bytes = 0
+                        self._congested = False  # it takes data again
                         cond.notify_all()
                     lingering = bool(buffers)
                     if buffers:

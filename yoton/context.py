@@ -339,7 +339,10 @@ class Context:
         """
         if block:
             for connection in self._connections:
-                if connection._out_bytes > HIGH_WATER_BYTES:
+                if (
+                    connection._out_bytes > HIGH_WATER_BYTES
+                    and not connection._congested
+                ):
                     connection._wait_writable()
         with self._lock:
             self._send_seq = seq = self._send_seq + 1
@@ -430,9 +433,11 @@ class Context:
             with self._lock:
                 channels = list(self._sending_channels.values())
             for channel in channels:
-                send_last = getattr(channel, "send_last", None)
-                if send_last is not None:
-                    send_last()
+                resend = getattr(channel, "_on_new_context", None)
+                if resend is not None:
+                    resend(package.source_id)
+                elif hasattr(channel, "send_last"):
+                    channel.send_last()
         elif message == MSG_CLOSE_CONNECTION:
             for connection in self.connections:
                 if connection.id2 == package.source_id:

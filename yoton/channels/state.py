@@ -45,18 +45,28 @@ class StateChannel(BaseChannel):
             self._send(data)
 
     def send_last(self) -> None:
-        """Send this channel's state again (for a context that just joined).
+        """Send this channel's state again, to every context."""
+        self._resend(0)
 
-        Only a state this channel set itself and that is still current is
-        resent: a state received from elsewhere is resent by its owner, so a
-        stale copy can never overwrite a newer state.
-        """
+    def _on_new_context(self, context_id: int) -> None:
+        """The context ``context_id`` joined: tell it our state (called by the
+        context on NEW_CONNECTION)."""
+        if type(self).send_last is not StateChannel.send_last:
+            self.send_last()  # a subclass decides
+        else:
+            self._resend(context_id)
+
+    def _resend(self, dest_id: int) -> None:
+        # Only a state this channel set itself and that is still current is
+        # resent: a state received from elsewhere is resent by its owner, so
+        # a stale copy can never overwrite a newer state. A resend for one
+        # newcomer is addressed to it alone.
         with self._send_lock:
             with self._state_lock:
                 data = self._own_data
                 if data is None or data != self._current_data or self._closed:
                     return
-            self._send(data, block=False)
+            self._send(data, dest_id, block=False)
 
     def recv(self, block: bool | float = False) -> Any:
         """Return the current state (never blocks)."""
