@@ -316,6 +316,9 @@ class Broker:
         key = secrets.token_bytes(32)
         conn = self._ctx.bind("127.0.0.1:0", key=key, name="kernel")
         conn.timeout = self._kernel_timeout
+        # The kernel needs no heartbeats from us (it sees us go on EOF); ours
+        # only keep its receiving thread waking up.
+        conn.heartbeat_interval = 2.0
         conn.timedout.bind(self._on_kernel_timedout)
         conn.refused.bind(self._on_kernel_refused)
         kernel = KernelProcess(

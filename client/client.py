@@ -269,6 +269,8 @@ class Client:
             self.address, timeout=self._connect_timeout, name=self._name, key=self._key
         )
         conn.timeout = self._heartbeat_timeout
+        # The broker gives clients seconds before it worries: no need for 4 Hz.
+        conn.heartbeat_interval = 1.0
         conn.timedout.bind(self._on_timedout)
         conn.closed.bind(self._on_closed)
         with self._lock:
