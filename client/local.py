@@ -17,6 +17,8 @@ import tempfile
 import threading
 from pathlib import Path
 
+from kernel.launch import module_command
+
 from .connection_file import ConnectionFileError, ConnectionInfo, read_connection_file
 
 __all__ = ["LocalBroker", "LocalBrokerError"]
@@ -51,9 +53,7 @@ class LocalBroker:
     def command(self) -> list[str]:
         """The broker's command line."""
         return [
-            self.python,
-            "-m",
-            "broker",
+            *module_command("broker", self.python),
             "--connection-file",
             str(self.connection_file),
             *self.args,

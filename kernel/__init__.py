@@ -1,6 +1,7 @@
 """The yoton kernel: a Python process that runs user code, served over yoton channels.
 
-Started by the broker as ``python -m kernel``; see ``protocol.md section 5`` for the
+Started by the broker (``python -m kernel``, run so that a kernel.py in the
+current directory cannot shadow it); see ``protocol.md section 5`` for the
 channels it uses and ``kernel/__main__.py`` for how it is launched.
 """
 

@@ -39,15 +39,16 @@ def main() -> int:
     except ValueError as err:
         logging.getLogger("kernel").error("%s", err)
         return 2
+    # Our own modules first, before the user's directory can shadow them.
+    import yoton
+    from kernel.channels import run
+
     # Like python -i: an empty argv[0] and the current directory first on the path.
     sys.argv = [""]
     if sys.path and sys.path[0] == os.getcwd():
         sys.path[0] = ""
     elif "" not in sys.path:
         sys.path.insert(0, "")
-
-    import yoton
-    from kernel.channels import run
 
     try:
         return run(address, key)

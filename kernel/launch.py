@@ -10,9 +10,23 @@ ENV_ADDRESS = "YOTON_KERNEL_ADDRESS"  # "127.0.0.1:PORT" to connect to
 ENV_KEY = "YOTON_KERNEL_KEY"  # hex of the one-time key; absent: connect without key
 
 
+# ``python -m NAME`` imports NAME from the current directory first, so a user's
+# own kernel.py (or broker.py, yoton.py) would run instead of ours. This runs the
+# module with the current directory taken off the path.
+_SAFE_RUN = (
+    "import sys, runpy; sys.path.pop(0); "
+    "runpy.run_module({module!r}, run_name='__main__', alter_sys=True)"
+)
+
+
+def module_command(module: str, python: str = sys.executable) -> list[str]:
+    """Like ``[python, "-m", module]``, but immune to same-named files in the cwd."""
+    return [python, "-c", _SAFE_RUN.format(module=module)]
+
+
 def kernel_command(python: str = sys.executable) -> list[str]:
     """The command that starts a kernel with the given Python interpreter."""
-    return [python, "-m", "kernel"]
+    return module_command("kernel", python)
 
 
 def kernel_environment(

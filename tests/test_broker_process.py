@@ -24,6 +24,7 @@ import psutil
 import pytest
 
 import yoton
+from kernel.launch import module_command
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -136,7 +137,7 @@ class BrokerProcess:
     def __init__(self, tmp_path: Path, *args: str, env=None, default_file=False):
         self.tmp_path = tmp_path
         self.connection_file = tmp_path / "broker.json"
-        cmd = [sys.executable, "-m", "broker", *args]
+        cmd = [*module_command("broker"), *args]
         if not default_file:
             cmd += ["--connection-file", str(self.connection_file)]
         self.stderr_path = tmp_path / f"broker-stderr-{time.monotonic_ns()}.txt"
@@ -707,3 +708,15 @@ def test_silent_client_is_closed(inprocess_broker, tmp_path):
         client.read_until("strm-out", "alone")
     finally:
         client.close()
+
+
+def test_same_named_files_in_cwd_do_not_shadow_our_modules(make_broker, tmp_path):
+    # A user's kernel.py / yoton.py in the directory the broker runs in must not
+    # replace our kernel; user code still imports from that directory.
+    for name in ("kernel", "yoton", "broker"):
+        (tmp_path / f"{name}.py").write_text("raise SystemExit('shadowed!')\n")
+    (tmp_path / "mymod.py").write_text("VALUE = 42\n")
+    broker = make_broker()
+    client = broker.ready_client()
+    client.execute("import mymod; print(mymod.VALUE)")
+    assert "42" in client.read_until("strm-out", "42")
