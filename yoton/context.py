@@ -22,13 +22,7 @@ from .connection import (
     run_handshake,
 )
 from .errors import AuthenticationError, ConnectFailedError
-from .hosting import (
-    Listener,
-    check_key_policy,
-    host_one_peer,
-    listening_socket,
-    normalize_key,
-)
+from .hosting import Listener, host_one_peer, normalize_key, open_listening
 from .queues import PackageQueue, check_queue_params
 
 logger = logging.getLogger("yoton")
@@ -131,10 +125,7 @@ class Context:
         ``key``, the peer must prove it holds the same key. A non-loopback
         address needs a key unless ``insecure=True``.
         """
-        host, port = split_address(address)
-        key = normalize_key(key)
-        check_key_policy(host, key, insecure)
-        listen_sock = listening_socket(host, port, max_tries, backlog=1)
+        listen_sock, key = open_listening(address, max_tries, key, insecure, 1)
         connection = TcpConnection(self, name)
         connection._listen_sock = listen_sock
         connection._set_waiting(*listen_sock.getsockname()[:2])
@@ -161,10 +152,7 @@ class Context:
         Each peer that completes the greeting becomes a connection of this
         context; see :class:`yoton.hosting.Listener`.
         """
-        host, port = split_address(address)
-        key = normalize_key(key)
-        check_key_policy(host, key, insecure)
-        listen_sock = listening_socket(host, port, max_tries, backlog=128)
+        listen_sock, key = open_listening(address, max_tries, key, insecure, 128)
         listener = Listener(self, listen_sock, key, name)
         with self._lock:
             self._listeners.append(listener)

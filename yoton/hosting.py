@@ -8,7 +8,7 @@ import threading
 from typing import TYPE_CHECKING
 
 from . import wire
-from .addresses import is_loopback
+from .addresses import is_loopback, split_address
 from .connection import STATUS_HOSTING, TcpConnection, open_socket, run_handshake
 from .errors import YotonError
 from .events import Signal
@@ -61,6 +61,16 @@ def listening_socket(
         )
     sock.listen(backlog)
     return sock
+
+
+def open_listening(
+    address: str, max_tries: int, key: bytes | str | None, insecure: bool, backlog: int
+) -> tuple[socket.socket, bytes | None]:
+    """Parse the address, apply the key policy and bind; return (socket, key)."""
+    host, port = split_address(address)
+    key = normalize_key(key)
+    check_key_policy(host, key, insecure)
+    return listening_socket(host, port, max_tries, backlog), key
 
 
 def _accept(listen_sock: socket.socket) -> socket.socket | None:
