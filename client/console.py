@@ -107,6 +107,7 @@ class Console:
         self._kernel_prompt: str | None = None  # the kernel waits for a line
         self._escape = False  # Ctrl-C twice while busy: a console prompt
         self._quit = False
+        self._kernel_exited = False  # exit() ended the kernel of a local session
         self._exit_code = 0
         self._block: list[str] = []  # lines of the block being typed (for Tab)
         # Main-thread input state (see _read_line and _on_refresh_signal).
@@ -213,6 +214,12 @@ class Console:
                 self.screen.write(shown + text)
         elif stream == "broker":
             self.screen.write_line("[broker] " + text.rstrip("\n"))
+            if self.local is not None and text.startswith("Kernel exited ("):
+                # exit() in a kernel this console started ends the session, as
+                # it does in python itself.
+                with self._cond:
+                    self._kernel_exited = True
+                    self._state_changed()
         else:
             self.screen.write(text)
 
@@ -253,7 +260,7 @@ class Console:
 
     def _desired_prompt(self) -> str | None:
         """The prompt to show now, or None to wait for the kernel (lock held)."""
-        if self._quit:
+        if self._quit or self._kernel_exited:
             return None
         if not self.client.connected:
             return PROMPT_DISCONNECTED
@@ -271,7 +278,7 @@ class Console:
             self._cond.notify_all()
             desired = self._desired_prompt()
             if (
-                desired is not None
+                (desired is not None or self._kernel_exited)
                 and self._in_readline
                 and desired != self._shown_prompt
                 and not self._refresh_sent
@@ -290,7 +297,7 @@ class Console:
     def _wait_for_prompt(self) -> str | None:
         with self._cond:
             while True:
-                if self._quit:
+                if self._quit or self._kernel_exited:
                     return None
                 prompt = self._desired_prompt()
                 if prompt is not None:
@@ -392,6 +399,9 @@ class Console:
         return self._exit_code
 
     def _step(self) -> None:
+        if self._kernel_exited:
+            self.leave(shutdown_local=True)
+            return
         try:
             prompt = self._wait_for_prompt()
         except KeyboardInterrupt:

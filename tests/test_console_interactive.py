@@ -293,6 +293,26 @@ def test_local_broker_started_and_stopped(spawn, home):  # noqa: F811
                 pass
 
 
+def test_exit_in_a_local_kernel_ends_the_session(spawn, home):  # noqa: F811
+    a = spawn()
+    a.expect_exact(PROMPT)
+    broker_pid = json.loads(
+        next((home / "tmp").glob("yoton-console-*/connection.json")).read_text()
+    )["pid"]
+    a.sendline("exit()")
+    expect_exit(a)
+    a.close()
+    try:
+        assert a.exitstatus == 0
+        with pytest.raises(ProcessLookupError):
+            os.kill(broker_pid, 0)
+    finally:
+        try:
+            os.kill(broker_pid, 9)
+        except ProcessLookupError:
+            pass
+
+
 def test_detach_local_and_attach_again(spawn, home):  # noqa: F811
     a = spawn()
     a.expect_exact(PROMPT)
