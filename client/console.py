@@ -344,7 +344,9 @@ class Console:
             self._in_readline = True
             with self._cond:
                 desired = self._desired_prompt()
-                stale = desired is not None and desired != self._shown_prompt
+                stale = self._kernel_exited or (
+                    desired is not None and desired != self._shown_prompt
+                )
             if stale:
                 # Changed while input() started; a signal now would land in this
                 # hook (where readline swallows exceptions), so send it shortly.
