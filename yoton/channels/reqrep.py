@@ -11,12 +11,11 @@ with ``dest_seq = request_id + 2**63``; calls and replies with ``request_id``.
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import logging
 import threading
 import time
 import traceback
+import types
 from typing import Any
 
 from .. import events
@@ -151,6 +150,8 @@ class Future:
         raise TimeoutError(f"No reply within {timeout} s (the request goes on).")
 
     def __await__(self):
+        import asyncio  # only await needs it; importing it costs ~40 ms
+
         loop = asyncio.get_running_loop()
         waiter = loop.create_future()
 
@@ -253,7 +254,7 @@ class Future:
         return f"<yoton.Future #{self._request_id} {names[self._status]}>"
 
 
-def _settle(waiter: asyncio.Future, future: Future) -> None:
+def _settle(waiter: Any, future: Future) -> None:
     if waiter.done():
         return
     if future._status == _DONE:
@@ -261,6 +262,8 @@ def _settle(waiter: asyncio.Future, future: Future) -> None:
     elif future._status == _ERROR:
         waiter.set_exception(future._result)
     else:
+        import asyncio
+
         waiter.set_exception(asyncio.CancelledError())
 
 
@@ -710,7 +713,7 @@ class RepChannel(BaseChannel):
                     f"the {type(self).__name__} class defines (and echo) can."
                 )
         method = getattr(self, name)
-        if not (inspect.ismethod(method) or inspect.isfunction(method)):
+        if not isinstance(method, types.MethodType | types.FunctionType):
             raise AttributeError(f"{name!r} is not a method and cannot be called.")
         return method
 
