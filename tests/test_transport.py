@@ -372,3 +372,18 @@ def test_addressed_packages_go_only_towards_their_target(make_context):
     assert target_sub.recv(5) == "for you"
     pub.send("for all")
     assert bystander_sub.recv(5) == "for all"  # the addressed one never came here
+
+
+def test_large_messages_nobody_reads_do_not_stall_the_connection(pair):
+    # A large message waits for its consumer before the next large one is read,
+    # but only briefly: a channel nobody reads cannot stall the connection.
+    a, b = pair
+    unread = yoton.SubChannel(b, "unread", yoton.BINARY)
+    other = yoton.SubChannel(b, "other")
+    big = yoton.PubChannel(a, "unread", yoton.BINARY)
+    for _ in range(3):
+        big.send(bytes(2 << 20))
+    yoton.PubChannel(a, "other").send("still flowing")
+    assert other.recv(20) == "still flowing"
+    assert unread.pending == 3
+    assert [len(m) for m in unread.recv_all()] == [2 << 20] * 3

@@ -8,6 +8,7 @@ frame out of each ``recv`` and hands them to the context for routing.
 from __future__ import annotations
 
 import builtins
+import io
 import logging
 import os
 import select
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING
 from . import wire
 from .errors import ConnectionClosedError, TimeoutError, YotonError
 from .events import Signal
+from .queues import LargeMessageWindow
 
 if TYPE_CHECKING:
     from .context import Context
@@ -53,6 +55,9 @@ CONGESTION_TIMEOUT = 5.0
 _JOIN_LIMIT = 16 << 10
 _RECV_BUFFER = 1 << 20
 _LARGE_FRAME = 256 << 10
+#: Before reading a large payload, wait this long at most for the consumer to
+#: take the previous one (so a consumer that keeps up never holds two).
+_LARGE_WAIT = 0.02
 _IOV_MAX = 512
 #: A frame queued this long after the previous one is sent by the caller itself.
 _INLINE_GAP = 0.0002
@@ -285,6 +290,7 @@ class TcpConnection(Connection):
         self._threads: list[threading.Thread] = []
         self._listen_sock: socket.socket | None = None
         self._send_lock = threading.Lock()  # held while frames go to the socket
+        self._large_window = LargeMessageWindow(_LARGE_WAIT)
         #: Emitted as (connection, peer address, reason) when bind() refuses a peer.
         self.refused = Signal()
 
@@ -592,10 +598,18 @@ class TcpConnection(Connection):
             need_read = True
             packages, start, pending = parse(buf, start, end, max_size)
             if pending >= _LARGE_FRAME:
+                if packages:  # deliver what came before, then maybe wait
+                    reason = self._deliver(packages, deliver)
+                    if reason:
+                        return reason
+                    packages = []
+                self._large_window.wait()
                 package = self._receive_large(sock, view, start, end, pending)
                 if package is None:
                     return STOP_EOF_MID_MESSAGE
+                self._large_window.track(package)
                 packages.append(package)
+                package = None  # hold no reference: the window waits for it
                 start = end = 0
                 large_mode = True
             elif packages and large_mode and packages[-1].data:
@@ -604,6 +618,7 @@ class TcpConnection(Connection):
                 reason = self._deliver(packages, deliver)
                 if reason:
                     return reason
+                packages = None
             if start == end:
                 start = end = 0
             elif start > len(buf) - _LARGE_FRAME:
@@ -616,22 +631,36 @@ class TcpConnection(Connection):
         self, sock: socket.socket, view: memoryview, start: int, end: int, total: int
     ) -> wire.Package | None:
         """Receive the rest of a large frame straight into one bytes object."""
-        _, slot, sid, sseq, did, dseq, _ = wire.HEADER.unpack_from(view, start)
-        prefix = bytes(view[start + wire.HEADER_SIZE : end])
-        remaining = total - (end - start)
-        rest = sock.recv(remaining, _MSG_WAITALL)
-        if len(rest) < remaining:
-            parts = [rest]
-            got = len(rest)
-            while got < remaining:
-                if not parts[-1]:
-                    return None
-                chunk = sock.recv(remaining - got)
-                parts.append(chunk)
-                got += len(chunk)
-            rest = b"".join(parts)
+        _, slot, sid, sseq, did, dseq, size = wire.HEADER.unpack_from(view, start)
+        prefix = end - start - wire.HEADER_SIZE
+        if prefix == 0:
+            data = sock.recv(size, _MSG_WAITALL)  # one allocation, filled in place
+            if len(data) < size:
+                parts, got = [data], len(data)
+                while got < size:
+                    if not parts[-1]:
+                        return None
+                    parts.append(sock.recv(size - got))
+                    got += len(parts[-1])
+                data = b"".join(parts)
+        else:
+            # Part of the payload is in our buffer already. A BytesIO grown to
+            # the payload size lends its buffer to recv_into and then hands over
+            # that very bytes object (getvalue() does not copy an unshared
+            # buffer): N bytes of payload cost N bytes, not 2N.
+            payload = io.BytesIO()
+            payload.seek(size - 1)
+            payload.write(b"\0")
+            with payload.getbuffer() as target:
+                target[:prefix] = view[start + wire.HEADER_SIZE : end]
+                got = prefix
+                while got < size:
+                    n = sock.recv_into(target[got:], size - got, _MSG_WAITALL)
+                    if not n:
+                        return None
+                    got += n
+            data = payload.getvalue()
         self._last_recv = time.monotonic()
-        data = prefix + rest if prefix else rest
         return wire.Package(data, slot, sid, sseq, did, dseq)
 
     def _deliver(self, packages: list, deliver) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Iterable
 from typing import Any
@@ -149,3 +150,36 @@ class PackageQueue:
         with self._cond:
             self._closed = True
             self._cond.notify_all()
+
+
+class LargeMessageWindow:
+    """Lets a connection's large received messages wait for their consumer.
+
+    Before receiving a large payload the IO thread waits (at most ``timeout``
+    seconds, so a channel nobody reads cannot stall the connection) until every
+    large package it received earlier has been taken by its consumer, i.e. the
+    package object is gone. A consumer that keeps up then never has two large
+    messages in memory at once.
+    """
+
+    def __init__(self, timeout: float = 1.0) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._pending = 0
+        self._timeout = timeout
+
+    def track(self, package: Any) -> None:
+        """Count ``package`` until it is garbage collected."""
+        with self._cond:
+            self._pending += 1
+        weakref.finalize(package, self._release)
+
+    def _release(self) -> None:
+        with self._cond:
+            self._pending -= 1
+            self._cond.notify_all()
+
+    def wait(self) -> None:
+        """Wait until no tracked package is left (or the timeout passes)."""
+        with self._cond:
+            if self._pending:
+                self._cond.wait_for(lambda: not self._pending, self._timeout)

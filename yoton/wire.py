@@ -51,6 +51,7 @@ class Package:
         "dest_id",
         "dest_seq",
         "recv_seq",
+        "__weakref__",
     )
 
     def __init__(
