@@ -43,3 +43,17 @@ def wait_for(predicate, timeout=10.0):
             raise AssertionError(f"condition not met within {timeout} s")
         event.wait(0.01)
     return True
+
+
+def wait_until(predicate, timeout: float = 10.0) -> bool:
+    """Wait until predicate() is true; return whether it became true in time."""
+    import threading
+    import time
+
+    deadline = time.monotonic() + timeout
+    pause = threading.Event()
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        pause.wait(0.005)
+    return True

@@ -17,6 +17,7 @@ import threading
 import time
 
 import pytest
+from conftest import wait_until
 
 import yoton
 
@@ -223,15 +224,6 @@ def spawn():
             child.kill()
         for ctx in contexts:
             ctx.close()
-
-
-def wait_until(predicate, timeout: float = T) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True
 
 
 class Ours(yoton.RepChannel):

@@ -14,22 +14,13 @@ import time
 from collections import Counter
 
 import pytest
+from conftest import wait_until
 
 import yoton
 
 pytestmark = pytest.mark.timeout(60)
 
 T = 10.0  # generous limit for anything we wait for; never a speed assertion
-
-
-def wait_until(predicate, timeout: float = T) -> bool:
-    """Wait (briefly sleeping) until predicate() holds; return whether it did."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True
 
 
 class Calc(yoton.RepChannel):

@@ -16,6 +16,7 @@ import time
 from collections import Counter
 
 import pytest
+from conftest import wait_until
 
 import yoton
 
@@ -179,15 +180,6 @@ def hub():
     finally:
         for item in contexts:
             item.close()
-
-
-def wait_until(predicate, timeout: float = T) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True
 
 
 def start_repliers(children, hub, count: int, slot: str = "work") -> list[Child]:

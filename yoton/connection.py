@@ -576,7 +576,6 @@ class TcpConnection(Connection):
                     if not timed_out:
                         timed_out = True
                         self._timedout_signal.emit(self, True)
-                        self._context._connection_timedout(self, True)
                     continue
                 if large_mode and start == end:
                     # After a large frame, read just one header so the next large
@@ -594,7 +593,6 @@ class TcpConnection(Connection):
                 if timed_out:
                     timed_out = False
                     self._timedout_signal.emit(self, False)
-                    self._context._connection_timedout(self, False)
             need_read = True
             packages, start, pending = parse(buf, start, end, max_size)
             if pending >= _LARGE_FRAME:

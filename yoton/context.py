@@ -256,9 +256,6 @@ class Context:
                 connection.id2,
             )
 
-    def _connection_timedout(self, connection: TcpConnection, timed_out: bool) -> None:
-        """Hook for subclasses/tools; the documented signal is emitted separately."""
-
     def _connection_closed(self, connection: TcpConnection, reason: str) -> None:
         with self._lock:
             if connection in self._connections:
