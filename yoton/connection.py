@@ -13,6 +13,7 @@ import logging
 import os
 import select
 import socket
+import struct
 import threading
 import time
 from collections import deque
@@ -59,12 +60,23 @@ _LARGE_FRAME = 256 << 10
 #: take the previous one (so a consumer that keeps up never holds two).
 _LARGE_WAIT = 0.02
 _IOV_MAX = 512
+#: A local sender that finds this many frames queued writes them itself.
+_PRODUCER_BATCH = 256
+_MSG_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
 #: A frame queued this long after the previous one is sent by the caller itself.
 _INLINE_GAP = 0.0002
 #: After a batch, the sending thread waits this long for more before idling.
 _LINGER = 0.0005
 _MSG_WAITALL = getattr(socket, "MSG_WAITALL", 0)
+#: A subscriber that fell behind is waited for while it takes a message at
+#: least this often (else its excess messages are discarded and counted).
+_CONSUMER_PATIENCE = 0.5
+#: Received packages are routed this many at a time (then flow is checked).
+_DELIVERY_SLICE = 2048
 _monotonic = time.monotonic
+_HEADER_SIZE = wire.HEADER_SIZE
+_SIZE_OFFSET = wire.HEADER_SIZE - 8  # the payload size is the last u64
+_unpack_size = struct.Struct("<Q").unpack_from
 
 
 class ConnectionCollection(list):
@@ -341,50 +353,106 @@ class TcpConnection(Connection):
 
     # -- sending -----------------------------------------------------------------
 
-    def _queue(self, header: bytes, data: bytes, forwarded: bool = False) -> None:
-        """Queue one frame for sending; forwarded ones are dropped past the limit."""
-        inline = None
+    def _queue(self, header: bytes, data: bytes, forwarded: bool = False) -> bool:
+        """Queue one frame for sending; forwarded ones are dropped past the limit.
+
+        Returns True when more than HIGH_WATER_BYTES wait to be sent (a local
+        sender should then call :meth:`_wait_writable`). Runs once per message,
+        so it is kept lean. A sparse frame is written by the calling thread at
+        once; dense ones are queued, and a local sender that has queued a full
+        batch writes it itself (without blocking), so a stream does not wait
+        for the IO thread to get the GIL.
+        """
+        size = len(data)
         with self._out_lock:
-            if self._status < STATUS_WAITING:
-                return
+            status = self._status
+            if status < STATUS_WAITING:
+                return False
+            out = self._out
             if self._out_bytes > FORWARD_LIMIT_BYTES and (forwarded or self._congested):
                 self._count_drop()
-                return
-            if len(data) <= _JOIN_LIMIT:
-                frame = header + data
+                return False
+            if out:
+                if size > _JOIN_LIMIT:
+                    out.append(header)
+                    out.append(data)
+                else:
+                    out.append(header + data)
+                if (
+                    len(out) < _PRODUCER_BATCH
+                    or forwarded
+                    or not self._send_lock.acquire(False)
+                ):
+                    self._queued_total += 1
+                    self._out_bytes += size + _HEADER_SIZE
+                    return self._out_bytes > HIGH_WATER_BYTES
+                self._queued_total += 1
+                batch, self._out = out, deque()
+                count = self._queued_total
+                self._out_bytes = 0
+            else:
                 now = _monotonic()
                 sparse = now - self._last_queued > _INLINE_GAP
                 self._last_queued = now
                 if (
                     sparse
-                    and not self._out
+                    and size <= _JOIN_LIMIT
                     and not forwarded
-                    and self._status >= STATUS_HOSTING
-                    and self._send_lock.acquire(blocking=False)
+                    and status >= STATUS_HOSTING
+                    and self._send_lock.acquire(False)
                 ):
-                    # Sparse traffic (requests, prompts) is sent by the caller
-                    # itself, with no hand-off to the IO thread; dense traffic is
-                    # queued so the IO thread sends it in batches.
-                    inline = frame
+                    # Sparse traffic (requests, prompts): no hand-off to the IO
+                    # thread, no batching delay.
+                    batch = count = None
                 else:
-                    self._out.append(frame)
-            else:
-                self._out.append(header)
-                self._out.append(data)
-            if inline is None:
-                self._out_bytes += len(data) + wire.HEADER_SIZE
-                self._queued_total += 1
-                if self._sender_idle:
-                    self._out_cond.notify()
-                return
-        # The send lock is held, so no other frame can be written before this one.
+                    if size > _JOIN_LIMIT:
+                        out.append(header)
+                        out.append(data)
+                    else:
+                        out.append(header + data)
+                    self._queued_total += 1
+                    self._out_bytes += size + _HEADER_SIZE
+                    if self._sender_idle:
+                        self._out_cond.notify()
+                    return self._out_bytes > HIGH_WATER_BYTES
+        # We hold the send lock: no other frame can be written before these.
         try:
-            self._sock.sendall(inline)
-            self._last_send = _monotonic()
+            if batch is None:
+                self._sock.sendall(header + data)
+                self._last_send = _monotonic()
+            else:
+                self._send_batch_nowait(batch, count)
         except OSError:
             pass  # the receiving thread notices the broken socket and closes
         finally:
             self._send_lock.release()
+        return False
+
+    def _send_batch_nowait(self, batch: deque, count: int) -> None:
+        """Write a batch without blocking; what the socket cannot take yet goes
+        back to the front of the queue for the IO thread (send lock held)."""
+        sock = self._sock
+        while batch:
+            buffers = [batch.popleft() for _ in range(min(len(batch), _IOV_MAX))]
+            try:
+                sent = sock.sendmsg(buffers, (), _MSG_DONTWAIT)
+            except BlockingIOError:
+                sent = 0
+            total = sum(map(len, buffers))
+            if sent < total:
+                rest = _unsent(buffers, sent)
+                rest.extend(batch)
+                with self._out_cond:
+                    self._out.extendleft(reversed(rest))
+                    self._out_bytes += sum(map(len, rest))
+                    self._out_cond.notify_all()  # the IO thread takes over
+                return
+        self._last_send = _monotonic()
+        with self._out_cond:
+            if count > self._sent_total:
+                self._sent_total = count
+            self._congested = False
+            self._out_cond.notify_all()
 
     def _count_drop(self) -> None:
         self._dropped += 1
@@ -594,10 +662,25 @@ class TcpConnection(Connection):
                     timed_out = False
                     self._timedout_signal.emit(self, False)
             need_read = True
-            packages, start, pending = parse(buf, start, end, max_size)
+            if (
+                end - start >= _HEADER_SIZE
+                and end - start
+                < _HEADER_SIZE + (_unpack_size(buf, start + _SIZE_OFFSET)[0])
+            ):
+                # The first frame is incomplete: parse in place (checks it) and
+                # copy nothing.
+                packages, start, pending, signals = parse(buf, start, end, max_size)
+            else:
+                # One copy of what arrived lets every payload be sliced as bytes.
+                chunk = bytes(view[start:end])
+                packages, consumed, pending, signals = parse(
+                    chunk, 0, end - start, max_size
+                )
+                chunk = None
+                start += consumed
             if pending >= _LARGE_FRAME:
                 if packages:  # deliver what came before, then maybe wait
-                    reason = self._deliver(packages, deliver)
+                    reason, _ = self._deliver(packages, deliver)
                     if reason:
                         return reason
                     packages = []
@@ -613,7 +696,7 @@ class TcpConnection(Connection):
             elif packages and large_mode and packages[-1].data:
                 large_mode = False
             if packages:
-                reason = self._deliver(packages, deliver)
+                reason = self._deliver_flow_controlled(packages, signals, deliver)
                 if reason:
                     return reason
                 packages = None
@@ -661,19 +744,44 @@ class TcpConnection(Connection):
         self._last_recv = time.monotonic()
         return wire.Package(data, slot, sid, sseq, did, dseq)
 
-    def _deliver(self, packages: list, deliver) -> str | None:
+    def _deliver_flow_controlled(
+        self, packages: list, signals: int, deliver
+    ) -> str | None:
+        """Deliver in slices; after each, wait for subscribers that fell behind.
+
+        Waiting (rather than dropping) lets TCP slow the sender down; slices
+        keep one recv's worth of tiny messages from overflowing a queue at once.
+        """
+        for first in range(0, len(packages), _DELIVERY_SLICE):
+            part = (
+                packages
+                if len(packages) <= _DELIVERY_SLICE
+                else packages[first : first + _DELIVERY_SLICE]
+            )
+            if signals:
+                reason, full = self._deliver(part, deliver)
+                if reason:
+                    return reason
+            else:
+                full = deliver(part, self)
+            if full:
+                for queue in full:
+                    queue.wait_for_consumer(_CONSUMER_PATIENCE)
+        return None
+
+    def _deliver(self, packages: list, deliver) -> tuple[str | None, list | None]:
+        """Route packages, leaving out heartbeats; return (close reason, full
+        queues) as :meth:`Context._recv_packages` does."""
         routed = []
         for package in packages:
             if package.slot == wire.SLOT_DUMMY and not package.data:
                 if package.source_seq == wire.SIGNAL_CLOSE:
                     if routed:
                         deliver(routed, self)
-                    return STOP_CLOSED_FROM_THERE
+                    return STOP_CLOSED_FROM_THERE, None
                 continue  # heartbeat
             routed.append(package)
-        if routed:
-            deliver(routed, self)
-        return None
+        return None, (deliver(routed, self) if routed else None)
 
 
 def _send_buffers(sock: socket.socket, buffers: deque) -> None:
@@ -687,6 +795,19 @@ def _send_buffers(sock: socket.socket, buffers: deque) -> None:
         sent = sock.sendmsg(batch)
         if sent < total:
             _send_rest(sock, batch, sent)
+
+
+def _unsent(buffers: list, sent: int) -> list:
+    """Return what is left of ``buffers`` after the first ``sent`` bytes went out."""
+    for index, buffer in enumerate(buffers):
+        size = len(buffer)
+        if sent < size:
+            rest = buffers[index:]
+            if sent:
+                rest[0] = memoryview(buffer)[sent:]
+            return rest
+        sent -= size
+    return []
 
 
 def _send_rest(sock: socket.socket, batch: list, sent: int) -> None:

@@ -27,6 +27,7 @@ from .queues import PackageQueue, check_queue_params
 
 logger = logging.getLogger("yoton")
 _pack_header = wire.HEADER.pack
+_CONTROL_WORD = wire.CONTROL_WORD
 
 MSG_NEW_CONNECTION = b"NEW_CONNECTION"
 MSG_CLOSE_CONNECTION = b"CLOSE_CONNECTION"
@@ -56,6 +57,9 @@ class Context:
     ) -> None:
         self._verbose = verbose
         self._queue_params = check_queue_params(queue_params)
+        # With the default queues, a subscriber that keeps up on average slows
+        # its connections down rather than losing messages (flow control).
+        self._flow_control = queue_params is None
         self._max_message_size = int(max_message_size)
         self._id = _new_context_id()
         self._pid = os.getpid()
@@ -320,38 +324,45 @@ class Context:
 
         Returns its source sequence number. With ``block`` the caller waits
         while a connection has too much queued (backpressure); IO threads pass
-        False so they can never deadlock.
+        False so they can never deadlock. Runs once per message sent.
         """
-        if block:
-            for connection in self._connections:
+        full = False
+        with self._lock:
+            self._send_seq = seq = self._send_seq + 1
+            header = _pack_header(
+                _CONTROL_WORD, slot, self._id, seq, dest_id, dest_seq, len(data)
+            )
+            route = self._routes.get(dest_id) if dest_id else None
+            if route is not None and route._status >= STATUS_WAITING:
+                full = route._queue(header, data)  # addressed: only towards it
+            else:
+                sent = False
+                for connection in self._connections:
+                    if connection._status >= STATUS_WAITING:
+                        if connection._queue(header, data):
+                            full = True
+                        sent = True
+                if not sent:
+                    self._startup_queue.push(
+                        wire.Package(data, slot, self._id, seq, dest_id, dest_seq)
+                    )
+        if full and block:
+            # Backpressure, outside the lock: wait for connections that are
+            # too far behind (a congested peer is not waited for).
+            for connection in list(self._connections):
                 if (
                     connection._out_bytes > HIGH_WATER_BYTES
                     and not connection._congested
                 ):
                     connection._wait_writable()
-        with self._lock:
-            self._send_seq = seq = self._send_seq + 1
-            header = _pack_header(
-                wire.CONTROL_WORD, slot, self._id, seq, dest_id, dest_seq, len(data)
-            )
-            sent = False
-            route = self._routes.get(dest_id) if dest_id else None
-            if route is not None and route._status >= STATUS_WAITING:
-                route._queue(header, data)  # addressed: only towards its target
-                sent = True
-            else:
-                for connection in self._connections:
-                    if connection._status >= STATUS_WAITING:
-                        connection._queue(header, data)
-                        sent = True
-            if not sent:
-                self._startup_queue.push(
-                    wire.Package(data, slot, self._id, seq, dest_id, dest_seq)
-                )
         return seq
 
-    def _recv_packages(self, packages: list, via: TcpConnection) -> None:
-        """Route packages received on ``via``: forward them and deposit them here."""
+    def _recv_packages(self, packages: list, via: TcpConnection) -> list | None:
+        """Route packages received on ``via``: forward them and deposit them here.
+
+        Returns the flow-controlled queues that are now too full, if any: the
+        caller should wait for their consumers before delivering more.
+        """
         deposits: dict = {}
         context_packages = []
         my_id = self._id
@@ -402,15 +413,21 @@ class Context:
             # Deposit while holding the lock so recv_seq order is kept per channel.
             for slot, items in deposits.items():
                 receiving[slot]._recv_packages(items)
-            after = [
-                receiving[slot]._after_deposit
-                for slot in deposits
-                if hasattr(receiving[slot], "_after_deposit")
-            ]
+            after = []
+            full = None
+            for slot in deposits:
+                channel = receiving[slot]
+                handler = getattr(channel, "_after_deposit", None)
+                if handler is not None:
+                    after.append(handler)
+                if channel._q_in.over_high_water():
+                    full = full or []
+                    full.append(channel._q_in)
         for handler in after:
             handler()
         for package in context_packages:
             self._recv_context_package(package, via)
+        return full
 
     def _recv_context_package(self, package: wire.Package, via: TcpConnection) -> None:
         message = bytes(package.data)

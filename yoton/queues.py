@@ -50,6 +50,14 @@ class PackageQueue:
         self._closed = False
         self.name = name
         self.dropped = 0
+        #: With flow control, a connection that delivered to this queue waits
+        #: while it is more than half full, so a consumer that keeps up on
+        #: average is never overrun (see :meth:`wait_for_consumer`).
+        self.flow_control = False
+        self._pause_len = max(1, self._maxlen // 2)
+        self._resume_len = self._maxlen // 4
+        self._producers_waiting = 0
+        self._stalled = False  # the consumer took nothing for a whole wait
 
     def __len__(self) -> int:
         return len(self._items)
@@ -107,11 +115,18 @@ class PackageQueue:
         """
         items = self._items
         try:
-            return items.popleft()  # atomic in CPython: no lock needed
+            item = items.popleft()  # atomic in CPython: no lock needed
         except IndexError:
             pass
+        else:
+            if self._producers_waiting or self._stalled:
+                self._consumed()
+            return item
         with self._cond:
             if items:
+                self._stalled = False
+                if self._producers_waiting and len(items) <= self._resume_len + 1:
+                    self._cond.notify_all()
                 return items.popleft()
             if block is False or block is None or self._closed:
                 raise Empty()
@@ -134,7 +149,53 @@ class PackageQueue:
         with self._cond:
             result = list(self._items)
             self._items.clear()
+            self._stalled = False
+            if self._producers_waiting:
+                self._cond.notify_all()
             return result
+
+    # -- flow control -----------------------------------------------------------
+
+    def over_high_water(self) -> bool:
+        """Whether a producer should wait for the consumer before adding more."""
+        return (
+            self.flow_control
+            and not self._stalled
+            and len(self._items) > self._pause_len
+        )
+
+    def wait_for_consumer(self, patience: float) -> None:
+        """Wait until the queue is down to a quarter of its size.
+
+        Gives up when the consumer takes nothing for ``patience`` seconds: the
+        queue is then marked stalled (it drops as without flow control) until
+        its consumer takes an item again, so a channel nobody reads cannot
+        stall a connection.
+        """
+        items = self._items
+        with self._cond:
+            self._producers_waiting += 1
+            try:
+                while len(items) > self._resume_len and not self._closed:
+                    before = len(items)
+                    if not self._cond.wait(patience) and len(items) >= before:
+                        self._stalled = True
+                        logger.info(
+                            "yoton queue %s: its consumer took nothing for %.1f s; "
+                            "not waiting for it (excess messages are discarded)",
+                            self.name or hex(id(self)),
+                            patience,
+                        )
+                        return
+            finally:
+                self._producers_waiting -= 1
+
+    def _consumed(self) -> None:
+        # Called after the consumer took items while a producer may wait.
+        self._stalled = False
+        if len(self._items) <= self._resume_len:
+            with self._cond:
+                self._cond.notify_all()
 
     def peek(self, index: int = 0) -> Any:
         """Return an item without removing it (IndexError when absent)."""

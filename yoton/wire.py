@@ -110,6 +110,10 @@ class ParseResult(NamedTuple):
     packages: list  # complete packages, in order (connection-level ones included)
     consumed: int  # offset just after the last complete frame
     pending_size: int  # total size of the incomplete frame at ``consumed`` (0: unknown)
+    signals: int = 0  # how many of ``packages`` are connection-level (slot 1)
+
+
+_new_object = object.__new__
 
 
 def parse_frames(
@@ -125,12 +129,16 @@ def parse_frames(
     header is complete but whose payload is not, so the caller can read the
     rest directly. Raises RemoteProtocolError on a bad control word and
     MessageTooLargeError on a payload above ``max_message_size``; nothing is
-    allocated for a forged length.
+    allocated for a forged length. A ``bytes`` buffer is fastest: its payloads
+    are sliced out directly.
     """
     unpack_from = HEADER.unpack_from
-    view = memoryview(buffer)
+    # Slicing bytes gives bytes in one step; other buffers go through a view.
+    source = buffer if type(buffer) is bytes else memoryview(buffer)
+    copy = source is not buffer
     packages = []
     append = packages.append
+    signals = 0
     pos = start
     while end - pos >= HEADER_SIZE:
         control, slot, sid, sseq, did, dseq, size = unpack_from(buffer, pos)
@@ -146,14 +154,25 @@ def parse_frames(
             )
         frame_end = pos + HEADER_SIZE + size
         if frame_end > end:
-            return ParseResult(packages, pos, HEADER_SIZE + size)
-        append(
-            Package(
-                bytes(view[pos + HEADER_SIZE : frame_end]), slot, sid, sseq, did, dseq
-            )
+            return ParseResult(packages, pos, HEADER_SIZE + size, signals)
+        # Built inline rather than through Package(): this loop runs per message.
+        package = _new_object(Package)
+        package.data = (
+            bytes(source[pos + HEADER_SIZE : frame_end])
+            if copy
+            else source[pos + HEADER_SIZE : frame_end]
         )
+        package.slot = slot
+        package.source_id = sid
+        package.source_seq = sseq
+        package.dest_id = did
+        package.dest_seq = dseq
+        package.recv_seq = 0
+        append(package)
+        if slot == SLOT_DUMMY:
+            signals += 1
         pos = frame_end
-    return ParseResult(packages, pos, 0)
+    return ParseResult(packages, pos, 0, signals)
 
 
 def decode_header(header: bytes | bytearray | memoryview) -> Package:

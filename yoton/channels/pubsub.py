@@ -122,6 +122,7 @@ class SubChannel(BaseChannel):
 
     def __init__(self, context, slot_base: str, message_type: Any = None) -> None:
         super().__init__(context, slot_base, message_type)
+        self._q_in.flow_control = context._flow_control
         self._sync = False
         self._reported_full = False
         self._report_time = 0.0
