@@ -298,6 +298,12 @@ def test_encode_error_names_type_and_path():
     with pytest.raises(EncodeError, match=r"<key #0>.*frozenset"):
         encode_object({frozenset(): 1})
 
+    # Scalars inside lists and tuples are encoded inline; errors keep the path.
+    with pytest.raises(EncodeError, match=r"value\[1\]\[2\].*UTF-8"):
+        encode_object(["a", ("b", "c", "\udc80")])
+    with pytest.raises(EncodeError, match=r"value\[0\]\[1\].*64 bits"):
+        encode_object(([1, 1 << 70],))
+
 
 def test_encode_error_types():
     assert issubclass(EncodeError, YotonError) and issubclass(EncodeError, ValueError)

@@ -19,7 +19,7 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING
 
-from . import wire
+from . import wakeups, wire
 from .errors import ConnectionClosedError, TimeoutError, YotonError
 from .events import Signal
 from .queues import LargeMessageWindow
@@ -303,6 +303,7 @@ class TcpConnection(Connection):
         self._listen_sock: socket.socket | None = None
         self._send_lock = threading.Lock()  # held while frames go to the socket
         self._large_window = LargeMessageWindow(_LARGE_WAIT)
+        self._deferred: list = []  # wake-ups the receiving thread runs before blocking
         #: Emitted as (connection, peer address, reason) when bind() refuses a peer.
         self.refused = Signal()
 
@@ -609,6 +610,7 @@ class TcpConnection(Connection):
     # -- receiving ---------------------------------------------------------------
 
     def _receiving_loop(self, leftover: bytes) -> None:
+        self._deferred = wakeups.defer_in_this_thread()
         try:
             reason = self._receive(leftover)
         except wire.RemoteProtocolError as err:
@@ -618,11 +620,15 @@ class TcpConnection(Connection):
         except Exception:  # pragma: no cover - a bug; close rather than hang
             logger.exception("yoton: error in the receiving thread")
             reason = "Error in the receiving thread."
+        wakeups.run_deferred(self._deferred)
         if reason:
             self.close_on_problem(reason)
+        wakeups.run_deferred(self._deferred)
 
     def _receive(self, leftover: bytes) -> str | None:
         sock = self._sock
+        deferred = self._deferred
+        run_deferred = wakeups.run_deferred
         deliver = self._context._recv_packages
         parse = wire.parse_frames
         max_size = self._max_message_size
@@ -638,6 +644,8 @@ class TcpConnection(Connection):
         while True:
             if need_read:
                 # Wait for data; a quiet peer is reported through ``timedout``.
+                if deferred:
+                    run_deferred(deferred)  # wake others just before blocking
                 if not poller.poll(self._timeout * 1000):
                     if self._status < STATUS_HOSTING:
                         return None
@@ -684,6 +692,7 @@ class TcpConnection(Connection):
                     if reason:
                         return reason
                     packages = []
+                run_deferred(deferred)
                 self._large_window.wait()
                 package = self._receive_large(sock, view, start, end, pending)
                 if package is None:
@@ -765,6 +774,7 @@ class TcpConnection(Connection):
             else:
                 full = deliver(part, self)
             if full:
+                wakeups.run_deferred(self._deferred)
                 for queue in full:
                     queue.wait_for_consumer(_CONSUMER_PATIENCE)
         return None

@@ -276,15 +276,44 @@ def _encode_container(obj: Any, out: list[bytes], depth: int) -> None:
             except _PathError as err:
                 err.segments.append(f"[{_short_repr(key)}]")
                 raise
-    else:
-        out.append(_header(_LIST if isinstance(obj, list) else _TUPLE, len(obj)))
-        i = 0
-        try:
-            for i, item in enumerate(obj):  # noqa: B007 - i is used on error
+        return
+    n = len(obj)
+    code = _LIST if isinstance(obj, list) else _TUPLE
+    out.append(_TYPE_LEN(code, n) if n < 255 else _TYPE_LONGLEN(code, 255, n))
+    append = out.append
+    i = 0
+    try:
+        # Scalars inline (this loop runs for every RPC call); the rest recurses.
+        for i, item in enumerate(obj):  # noqa: B007 - i is used on error
+            tp = type(item)
+            if tp is str:
+                bb = str.encode(item, "utf-8")
+                size = len(bb)
+                append(
+                    _TYPE_LEN(_STR, size)
+                    if size < 255
+                    else _TYPE_LONGLEN(_STR, 255, size)
+                )
+                append(bb)
+            elif tp is int:
+                append(_PACK_INT(_INT, item))
+            elif tp is float:
+                append(_PACK_FLOAT(_FLOAT, item))
+            elif item is None:
+                append(_B_NONE)
+            else:
                 _encode(item, out, depth)
-        except _PathError as err:
-            err.segments.append(f"[{i}]")
-            raise
+    except _PathError as err:
+        err.segments.append(f"[{i}]")
+        raise
+    except (UnicodeEncodeError, struct.error):
+        err = _PathError("")
+        try:
+            _encode(obj[i], [], depth)  # the slow path names the problem
+        except _PathError as found:
+            err = found
+        err.segments.append(f"[{i}]")
+        raise err from None
 
 
 def encode_object(obj: Any) -> bytes:
@@ -312,7 +341,7 @@ _unpack_d = struct.Struct("<d").unpack_from
 _unpack_Q = struct.Struct("<Q").unpack_from
 
 
-def _read_len(buf: memoryview, pos: int, end: int) -> tuple[int, int]:
+def _read_len(buf: bytes | memoryview, pos: int, end: int) -> tuple[int, int]:
     """Read a length/count at pos; return (n, new_pos)."""
     if pos >= end:
         raise DecodeError(f"truncated data: length expected at byte {pos}")
@@ -326,7 +355,7 @@ def _read_len(buf: memoryview, pos: int, end: int) -> tuple[int, int]:
     return n, pos
 
 
-def _decode(buf: memoryview, pos: int, end: int, depth: int) -> tuple[Any, int]:
+def _decode(buf: bytes | memoryview, pos: int, end: int, depth: int) -> tuple[Any, int]:
     """Decode one value starting at pos; return (value, new_pos)."""
     if pos >= end:
         raise DecodeError(f"truncated data: value expected at byte {pos}")
@@ -392,6 +421,23 @@ def _decode(buf: memoryview, pos: int, end: int, depth: int) -> tuple[Any, int]:
         items = []
         append = items.append
         for _ in range(n):
+            # Short strings and ints inline (every RPC call has some); anything
+            # else, and every irregular case, goes through _decode.
+            item_code = buf[pos] if pos < end else -1
+            if item_code == _STR and pos + 2 <= end:
+                size = buf[pos + 1]
+                stop = pos + 2 + size
+                if size < 255 and stop <= end:
+                    try:
+                        append(str(buf[pos + 2 : stop], "utf-8"))
+                        pos = stop
+                        continue
+                    except UnicodeDecodeError:
+                        pass  # _decode raises the DecodeError
+            elif item_code == _INT and pos + 9 <= end:
+                append(_unpack_q(buf, pos + 1)[0])
+                pos += 9
+                continue
             value, pos = _decode(buf, pos, end, depth)
             append(value)
         return (items if code == _LIST else tuple(items)), pos
@@ -401,7 +447,7 @@ def _decode(buf: memoryview, pos: int, end: int, depth: int) -> tuple[Any, int]:
             raise DecodeError(
                 f"bytes at byte {start} declares {n} bytes, only {end - pos} left"
             )
-        return buf[pos : pos + n].tobytes(), pos + n
+        return bytes(buf[pos : pos + n]), pos + n
     raise DecodeError(f"unknown type code 0x{code:02x} at byte {start}")
 
 
@@ -410,6 +456,8 @@ def decode_object(data: bytes | bytearray | memoryview) -> Any:
 
     Only data is built; any malformed input raises DecodeError.
     """
+    if type(data) is bytes:  # the usual case: index and slice it directly
+        return _decode_all(data)
     try:
         mv = memoryview(data)
     except TypeError:
@@ -424,18 +472,20 @@ def decode_object(data: bytes | bytearray | memoryview) -> Any:
         else:
             view = mv
         with view:
-            end = len(view)
-            if end == 0:
-                return None
-            try:
-                value, pos = _decode(view, 0, end, 0)
-            except RecursionError:
-                raise DecodeError("data nested too deeply") from None
-            if pos != end:
-                raise DecodeError(
-                    f"{end - pos} trailing bytes after the value (at byte {pos})"
-                )
-            return value
+            return _decode_all(view)
+
+
+def _decode_all(buf: bytes | memoryview) -> Any:
+    end = len(buf)
+    if end == 0:
+        return None
+    try:
+        value, pos = _decode(buf, 0, end, 0)
+    except RecursionError:
+        raise DecodeError("data nested too deeply") from None
+    if pos != end:
+        raise DecodeError(f"{end - pos} trailing bytes after the value (at byte {pos})")
+    return value
 
 
 #: Unicode text messages (``"txt"``).

@@ -10,6 +10,8 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Any
 
+from . import wakeups
+
 logger = logging.getLogger("yoton")
 
 DEFAULT_QUEUE_SIZE = 10000
@@ -57,6 +59,7 @@ class PackageQueue:
         self._pause_len = max(1, self._maxlen // 2)
         self._resume_len = self._maxlen // 4
         self._producers_waiting = 0
+        self._consumers_waiting = 0
         self._stalled = False  # the consumer took nothing for a whole wait
 
     def __len__(self) -> int:
@@ -84,7 +87,8 @@ class PackageQueue:
                 items.popleft()
                 self._count_drop(1)
             items.append(item)
-            self._cond.notify()
+        if self._consumers_waiting:
+            wakeups.wake(self._wake_consumers)
 
     def push_many(self, new_items: Iterable[Any]) -> None:
         """Append several items at once (one wake-up)."""
@@ -100,6 +104,11 @@ class PackageQueue:
                     for _ in range(excess):
                         items.pop()
                 self._count_drop(excess)
+        if self._consumers_waiting:
+            wakeups.wake(self._wake_consumers)
+
+    def _wake_consumers(self) -> None:
+        with self._cond:
             self._cond.notify_all()
 
     def insert(self, item: Any) -> None:
@@ -130,16 +139,20 @@ class PackageQueue:
                 return items.popleft()
             if block is False or block is None or self._closed:
                 raise Empty()
-            if block is True:
-                while not items and not self._closed:
-                    self._cond.wait()
-            else:
-                deadline = time.monotonic() + float(block)
-                while not items and not self._closed:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        break
-                    self._cond.wait(remaining)
+            self._consumers_waiting += 1
+            try:
+                if block is True:
+                    while not items and not self._closed:
+                        self._cond.wait()
+                else:
+                    deadline = time.monotonic() + float(block)
+                    while not items and not self._closed:
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0:
+                            break
+                        self._cond.wait(remaining)
+            finally:
+                self._consumers_waiting -= 1
             if items:
                 return items.popleft()
             raise Empty()

@@ -18,7 +18,7 @@ import traceback
 import types
 from typing import Any
 
-from .. import events
+from .. import events, wakeups
 from ..errors import (
     CancelledError,
     EncodeError,
@@ -220,7 +220,7 @@ class Future:
                 return False
             self._status = status
             self._result = value
-        self._gate.release()
+        wakeups.wake(self._gate.release)
         self._run_callbacks()
         return True
 
