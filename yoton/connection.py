@@ -292,6 +292,7 @@ class TcpConnection(Connection):
         self._out_cond = threading.Condition(self._out_lock)
         self._sender_idle = False  # the sending thread waits for frames
         self._congested = False  # the peer took nothing for CONGESTION_TIMEOUT
+        self._socket_full = False  # a sender found the socket buffer full
         self._queued_total = 0  # buffers ever queued
         self._sent_total = 0  # buffers ever handed to the socket
         self._dropped = 0
@@ -379,18 +380,18 @@ class TcpConnection(Connection):
                     out.append(data)
                 else:
                     out.append(header + data)
+                self._queued_total += 1
+                self._out_bytes += size + _HEADER_SIZE
                 if (
                     len(out) < _PRODUCER_BATCH
                     or forwarded
+                    or self._socket_full
                     or not self._send_lock.acquire(False)
                 ):
-                    self._queued_total += 1
-                    self._out_bytes += size + _HEADER_SIZE
                     return self._out_bytes > HIGH_WATER_BYTES
-                self._queued_total += 1
-                batch, self._out = out, deque()
-                count = self._queued_total
-                self._out_bytes = 0
+                # One system call's worth from the front; the rest stays queued.
+                batch = [out.popleft() for _ in range(min(len(out), _IOV_MAX))]
+                self._out_bytes -= sum(map(len, batch))
             else:
                 now = _monotonic()
                 sparse = now - self._last_queued > _INLINE_GAP
@@ -404,7 +405,7 @@ class TcpConnection(Connection):
                 ):
                     # Sparse traffic (requests, prompts): no hand-off to the IO
                     # thread, no batching delay.
-                    batch = count = None
+                    batch = None
                 else:
                     if size > _JOIN_LIMIT:
                         out.append(header)
@@ -422,37 +423,29 @@ class TcpConnection(Connection):
                 self._sock.sendall(header + data)
                 self._last_send = _monotonic()
             else:
-                self._send_batch_nowait(batch, count)
+                self._send_batch_nowait(batch)
         except OSError:
             pass  # the receiving thread notices the broken socket and closes
         finally:
             self._send_lock.release()
         return False
 
-    def _send_batch_nowait(self, batch: deque, count: int) -> None:
-        """Write a batch without blocking; what the socket cannot take yet goes
-        back to the front of the queue for the IO thread (send lock held)."""
-        sock = self._sock
-        while batch:
-            buffers = [batch.popleft() for _ in range(min(len(batch), _IOV_MAX))]
-            try:
-                sent = sock.sendmsg(buffers, (), _MSG_DONTWAIT)
-            except BlockingIOError:
-                sent = 0
-            total = sum(map(len, buffers))
-            if sent < total:
-                rest = _unsent(buffers, sent)
-                rest.extend(batch)
-                with self._out_cond:
-                    self._out.extendleft(reversed(rest))
-                    self._out_bytes += sum(map(len, rest))
-                    self._out_cond.notify_all()  # the IO thread takes over
-                return
-        self._last_send = _monotonic()
+    def _send_batch_nowait(self, batch: list) -> None:
+        """Write frames taken from the front of the queue without blocking (send
+        lock held); what the socket cannot take yet goes back to the front, and
+        the IO thread takes over until the socket drains."""
+        try:
+            sent = self._sock.sendmsg(batch, (), _MSG_DONTWAIT)
+        except BlockingIOError:
+            sent = 0
+        if sent == sum(map(len, batch)):
+            self._last_send = _monotonic()
+            return
+        rest = _unsent(batch, sent)
         with self._out_cond:
-            if count > self._sent_total:
-                self._sent_total = count
-            self._congested = False
+            self._out.extendleft(reversed(rest))
+            self._out_bytes += sum(map(len, rest))
+            self._socket_full = True
             self._out_cond.notify_all()
 
     def _count_drop(self) -> None:
@@ -500,6 +493,7 @@ class TcpConnection(Connection):
         deadline = time.monotonic() + timeout
         with self._out_cond:
             target = self._queued_total
+            self._out_cond.notify_all()  # the IO thread confirms what was sent
             while self._sent_total < target:
                 if self._status < STATUS_CLOSING:
                     raise ConnectionClosedError(
@@ -545,6 +539,7 @@ class TcpConnection(Connection):
                     lingering = bool(buffers)
                     if buffers:
                         _send_buffers(sock, buffers)
+                        self._socket_full = False  # it took everything
                     elif (
                         time.monotonic() - self._last_send
                         > self._heartbeat_interval / 2

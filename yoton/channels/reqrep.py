@@ -54,6 +54,24 @@ class Future:
     embedded), else in the thread that completes the future; they must not block.
     """
 
+    __slots__ = (
+        "_channel",
+        "_request_id",
+        "_cond",
+        "_gate",
+        "_status",
+        "_result",
+        "_callbacks",
+        "_waiters",
+        "_replier",
+        "_request_data",
+        "_direct",
+        "_start_time",
+        "_next_ask",
+        "_auto_cancel",
+        "__weakref__",
+    )
+
     def __init__(
         self,
         req_channel: ReqChannel | None = None,
@@ -232,6 +250,8 @@ class Future:
         fn(self)
 
     def _run_callbacks(self) -> None:
+        if not self._callbacks and not self._waiters:
+            return  # none can be added once the status is final
         with self._cond:
             callbacks, self._callbacks = self._callbacks, []
             waiters, self._waiters = self._waiters, []
@@ -311,6 +331,7 @@ class ReqChannel(BaseChannel):
             return self._request(name, args, kwargs)
 
         proxy.__name__ = name
+        self.__dict__[name] = proxy  # found directly next time
         return proxy
 
     # -- making requests -----------------------------------------------------------
@@ -323,12 +344,13 @@ class ReqChannel(BaseChannel):
             future = Future(self, self._counter, self._default_timeout)
             future._request_data = data
             self._futures[self._counter] = future
-            idle = [rid for rid, busy in self._repliers.items() if not busy]
-            if idle:
-                future._status = _RUNNING
-                future._replier = idle[0]
-                future._direct = True
-                self._repliers[idle[0]] += 1
+            for replier, busy in self._repliers.items():
+                if not busy:
+                    future._status = _RUNNING
+                    future._replier = replier
+                    future._direct = True
+                    self._repliers[replier] = 1
+                    break
         if future._direct:
             self._send(data, future._replier, future._request_id)
         else:
@@ -520,6 +542,7 @@ class RepChannel(BaseChannel):
         self._busy = False
         self._serving = False  # a serving thread runs (or is starting)
         self._thread: threading.Thread | None = None
+        self._callable_names: set[str] = set()
 
     def _messaging_patterns(self) -> tuple[str, str]:
         return "rep-req", "req-rep"
@@ -697,6 +720,8 @@ class RepChannel(BaseChannel):
             return _error_reply(err)
 
     def _public_method(self, name: Any):
+        if type(name) is str and name in self._callable_names:
+            return getattr(self, name)
         if not isinstance(name, str) or name.startswith("_"):
             raise AttributeError(f"{name!r} cannot be called remotely (private name).")
         if name != "echo":
@@ -715,6 +740,7 @@ class RepChannel(BaseChannel):
         method = getattr(self, name)
         if not isinstance(method, types.MethodType | types.FunctionType):
             raise AttributeError(f"{name!r} is not a method and cannot be called.")
+        self._callable_names.add(name)  # checked once per name
         return method
 
     def close(self) -> None:
