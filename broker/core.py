@@ -19,7 +19,6 @@ import secrets
 import signal
 import socket
 import sys
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any, TextIO
 
 import yoton
 from yoton.addresses import is_loopback, split_address
+from yoton.threads import start_thread
 
 from .channels import BrokerPubChannel, BrokerStateChannel, Injector
 from .commands import (
@@ -241,9 +241,7 @@ class Broker:
                 for signum in data:
                     yoton.call_later(self._on_os_signal, 0, signum)
 
-        threading.Thread(
-            target=read_signals, name="broker-signals", daemon=True
-        ).start()
+        start_thread(read_signals, name="broker-signals")
 
     def _on_os_signal(self, signum: int) -> None:
         logger.info("received %s", signal.Signals(signum).name)

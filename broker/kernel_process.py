@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from kernel.launch import kernel_command, kernel_environment
+from yoton.threads import start_thread
 
 logger = logging.getLogger("broker")
 
@@ -107,11 +108,8 @@ class KernelProcess:
             start_new_session=True,  # a Ctrl-C in the broker's terminal is ours only
         )
         name = f"broker-kernel{self.generation}"
-        self._reader = threading.Thread(
-            target=self._read_output, name=name + "-output", daemon=True
-        )
-        self._reader.start()
-        threading.Thread(target=self._wait, name=name + "-wait", daemon=True).start()
+        self._reader = start_thread(self._read_output, name=name + "-output")
+        start_thread(self._wait, name=name + "-wait")
 
     def send_signal(self, sig: int) -> bool:
         """Signal the kernel's process group (like a terminal's Ctrl-C) if the

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import yoton
+from yoton.threads import start_thread
 
 from .connection_file import ConnectionInfo, read_connection_file
 
@@ -146,10 +147,10 @@ class _EventLoopThread:
                 return
             if yoton.events.loop_active():
                 return  # a host application runs or embeds the loop
-            cls._thread = threading.Thread(
-                target=yoton.start_event_loop, name="yoton-client-events", daemon=True
+            # Born with signals blocked: Ctrl-C must reach the main thread.
+            cls._thread = start_thread(
+                yoton.start_event_loop, name="yoton-client-events"
             )
-            cls._thread.start()
 
 
 def needs_blank_line(code: str) -> bool:

@@ -61,6 +61,15 @@ REFRESH_DELAY = 0.05
 _REFRESH_SIGNAL = getattr(signal, "SIGUSR2", None)
 
 
+def _runs(frame: Any, code: Any, filename: str | None = None) -> bool:
+    """Whether ``frame`` or a caller of it runs ``code`` (or code from ``filename``)."""
+    while frame is not None:
+        if frame.f_code is code or frame.f_code.co_filename == filename:
+            return True
+        frame = frame.f_back
+    return False
+
+
 class _PromptChanged(Exception):
     """Raised in the main thread to leave input() when the prompt must change."""
 
@@ -112,6 +121,8 @@ class Console:
         self._block: list[str] = []  # lines of the block being typed (for Tab)
         # Main-thread input state (see _read_line and _on_refresh_signal).
         self._in_readline = False
+        self._in_hook = False  # readline runs _pre_input_hook
+        self._retry_refresh = False  # a refresh signal landed in the hook
         self._shown_prompt: str | None = None
         self._refresh_sent = False
         self._carry = ""
@@ -288,6 +299,16 @@ class Console:
                 signal.pthread_kill(self._main_ident, _REFRESH_SIGNAL)
 
     def _on_refresh_signal(self, signum: int, frame: Any) -> None:
+        if self._in_hook or _runs(frame, self._pre_input_hook.__func__.__code__):
+            # readline would swallow an exception raised in its hook (and the
+            # rest of the hook with it): retry once the hook has returned.
+            self._refresh_sent = False
+            self._retry_refresh = True
+            if not _runs(frame, None, yoton.events.__file__):
+                # Safe: this thread holds no event-queue lock right now. (When it
+                # does, it is the hook itself scheduling the retry.)
+                yoton.call_later(self._state_changed, REFRESH_DELAY)
+            return
         if self._in_readline and self.readline is not None:
             self._carry = self.readline.get_line_buffer()
             self._in_readline = False
@@ -332,6 +353,7 @@ class Console:
 
     def _pre_input_hook(self) -> None:
         """readline drew the prompt: from now on output redraws it."""
+        self._in_hook = True  # a refresh signal now must not raise (see handler)
         try:
             rl = self.readline
             if self._carry and rl is not None:
@@ -347,9 +369,11 @@ class Console:
                 stale = self._kernel_exited or (
                     desired is not None and desired != self._shown_prompt
                 )
-            if stale:
+            self._in_hook = False
+            if stale or self._retry_refresh:
                 # Changed while input() started; a signal now would land in this
                 # hook (where readline swallows exceptions), so send it shortly.
+                self._retry_refresh = False
                 yoton.call_later(self._state_changed, REFRESH_DELAY)
 
     def _release_gate(self) -> None:

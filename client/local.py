@@ -18,6 +18,7 @@ import threading
 from pathlib import Path
 
 from kernel.launch import module_command
+from yoton.threads import start_thread
 
 from .connection_file import ConnectionFileError, ConnectionInfo, read_connection_file
 
@@ -87,10 +88,7 @@ class LocalBroker:
                     f"was ready:\n{self.log_text()}"
                 )
         self.info = info
-        self._drain = threading.Thread(
-            target=self._drain_stdout, name="broker-stdout", daemon=True
-        )
-        self._drain.start()
+        self._drain = start_thread(self._drain_stdout, name="broker-stdout")
         return info
 
     def _try_read(self) -> ConnectionInfo | None:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from conftest import wait_until
 
 import yoton
 from kernel.launch import module_command
@@ -534,10 +535,22 @@ def test_interrupt(broker):
     client.status.wait_value("Ready")
 
 
+def _runs_child(process: psutil.Process, name: str) -> bool:
+    try:
+        return any(c.name() == name for c in process.children(recursive=True))
+    except psutil.NoSuchProcess:
+        return False
+
+
 def test_interrupt_reaches_foreground_subprocess(broker):
     client = broker.ready_client()
+    kernel = psutil.Process(client.kernel_pid())
     client.execute("import os; os.system('sleep 600')")
     client.status.wait_value("Busy")
+    # Interrupt once `sleep` runs: system() ignores SIGINT in the kernel while it
+    # waits, so a Ctrl-C that lands between fork and exec reaches nobody (as in
+    # a plain python).
+    assert wait_until(lambda: _runs_child(kernel, "sleep"), 30), "no sleep started"
     client.ctrl.send("INT")
     client.status.wait_value("Ready")
 

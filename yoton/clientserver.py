@@ -41,6 +41,7 @@ import time
 
 from yoton.addresses import split_address
 from yoton.errors import ConnectionClosedError, YotonError
+from yoton.threads import start_thread
 
 __all__ = ["NoServerError", "RequestServer", "do_request"]
 
@@ -311,15 +312,14 @@ class RequestServer(threading.Thread):
             return
         logger.log(level, "handling request from %s:%s", *peer[:2])
         if self._async:
-            thread = threading.Thread(
-                target=self._handle_connection_thread,
-                args=(conn,),
-                name=f"RequestServer-handler-{peer[1]}",
-                daemon=True,
-            )
-            with self._state_lock:
-                self._handlers.add(thread)
-            thread.start()
+            with self._state_lock:  # the thread removes itself under this lock
+                self._handlers.add(
+                    start_thread(
+                        self._handle_connection_thread,
+                        conn,
+                        name=f"RequestServer-handler-{peer[1]}",
+                    )
+                )
         else:
             self._handle_connection(conn)
 

@@ -23,6 +23,7 @@ from . import wakeups, wire
 from .errors import ConnectionClosedError, TimeoutError, YotonError
 from .events import Signal
 from .queues import LargeMessageWindow
+from .threads import start_thread
 
 if TYPE_CHECKING:
     from .context import Context
@@ -338,14 +339,10 @@ class TcpConnection(Connection):
             self._sock = sock
             self._status = status
         name = f"yoton-{self._name or 'conn'}"
-        sender = threading.Thread(target=self._sending_loop, name=name + "-send")
-        receiver = threading.Thread(
-            target=self._receiving_loop, args=(handshake.leftover,), name=name + "-recv"
-        )
-        self._threads = [sender, receiver]
-        for thread in self._threads:
-            thread.daemon = True
-            thread.start()
+        self._threads = [
+            start_thread(self._sending_loop, name=name + "-send"),
+            start_thread(self._receiving_loop, handshake.leftover, name=name + "-recv"),
+        ]
         with self._out_cond:
             self._out_cond.notify_all()
 

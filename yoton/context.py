@@ -24,6 +24,7 @@ from .connection import (
 from .errors import AuthenticationError, ConnectFailedError
 from .hosting import Listener, host_one_peer, normalize_key, open_listening
 from .queues import PackageQueue, check_queue_params
+from .threads import start_thread
 
 logger = logging.getLogger("yoton")
 _pack_header = wire.HEADER.pack
@@ -138,12 +139,13 @@ class Context:
         connection._listen_sock = listen_sock
         connection._set_waiting(*listen_sock.getsockname()[:2])
         self._adopt(connection)
-        threading.Thread(
-            target=host_one_peer,
-            args=(connection, listen_sock, key),
+        start_thread(
+            host_one_peer,
+            connection,
+            listen_sock,
+            key,
             name=f"yoton-host-{connection.port1}",
-            daemon=True,
-        ).start()
+        )
         return connection
 
     def listen(

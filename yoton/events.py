@@ -27,6 +27,8 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from .threads import start_thread
+
 __all__ = [
     "Signal",
     "Timer",
@@ -257,10 +259,7 @@ class _Scheduler:
         """Under the lock: schedule entry, waking the thread if it is now first."""
         heapq.heappush(self._heap, (deadline, next(self._seq), entry))
         if self._thread is None:
-            self._thread = threading.Thread(
-                target=self._run, name="yoton-timers", daemon=True
-            )
-            self._thread.start()
+            self._thread = start_thread(self._run, name="yoton-timers")
         elif self._heap[0][2] is entry:
             self._cond.notify()
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import threading
 from typing import TYPE_CHECKING
 
 from . import wire
@@ -12,6 +11,7 @@ from .addresses import is_loopback, split_address
 from .connection import STATUS_HOSTING, TcpConnection, open_socket, run_handshake
 from .errors import YotonError
 from .events import Signal
+from .threads import start_thread
 
 if TYPE_CHECKING:
     from .context import Context
@@ -156,10 +156,7 @@ class Listener:
         self.refused = Signal()
         self.refused_count = 0
         self._closed = False
-        self._thread = threading.Thread(
-            target=self._accept_loop, name=f"yoton-listen-{self.port}", daemon=True
-        )
-        self._thread.start()
+        self._thread = start_thread(self._accept_loop, name=f"yoton-listen-{self.port}")
 
     @property
     def closed(self) -> bool:
@@ -182,9 +179,7 @@ class Listener:
             sock = _accept(self._sock)
             if sock is None:
                 break
-            threading.Thread(
-                target=self._greet, args=(sock,), name="yoton-greet", daemon=True
-            ).start()
+            start_thread(self._greet, sock, name="yoton-greet")
 
     def _greet(self, sock: socket.socket) -> None:
         peer = _peer_name(sock)

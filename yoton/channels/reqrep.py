@@ -28,6 +28,7 @@ from ..errors import (
 )
 from ..message_types import OBJECT
 from ..queues import Empty
+from ..threads import start_thread
 from .base import BaseChannel
 
 logger = logging.getLogger("yoton")
@@ -379,10 +380,9 @@ class ReqChannel(BaseChannel):
     def _wake_timer(self) -> None:
         with self._timer_cond:
             if self._timer_thread is None:
-                self._timer_thread = threading.Thread(
-                    target=self._timer_loop, name="yoton-req-timer", daemon=True
+                self._timer_thread = start_thread(
+                    self._timer_loop, name="yoton-req-timer"
                 )
-                self._timer_thread.start()
             self._timer_cond.notify()
 
     def _timer_loop(self) -> None:
@@ -566,10 +566,7 @@ class RepChannel(BaseChannel):
                 start = not self._serving  # a retiring thread clears it
                 self._serving = True
             if start:
-                self._thread = threading.Thread(
-                    target=self._serve_thread, name="yoton-rep", daemon=True
-                )
-                self._thread.start()
+                self._thread = start_thread(self._serve_thread, name="yoton-rep")
         else:
             raise ValueError(f"Invalid mode {mode!r}: use 'off', 'event' or 'thread'.")
         self._acknowledge_next()  # requesters may be waiting already
