@@ -43,6 +43,21 @@ def test_messages_sent_before_connecting_reach_first_peer(make_context):
     assert [sub.recv(5) for _ in range(5)] == [f"m{i}" for i in range(5)]
 
 
+def test_many_messages_sent_while_bound_and_waiting_reach_the_peer(make_context):
+    # A bound connection waiting for its peer queues what is sent meanwhile,
+    # however much (senders write full batches themselves only once connected).
+    a, b = make_context(), make_context()
+    conn = a.bind("localhost:0")
+    pub = yoton.PubChannel(a, "waiting", yoton.BINARY)
+    n = 3000
+    for i in range(n):
+        pub.send(i.to_bytes(4, "little"))
+    sub = yoton.SubChannel(b, "waiting", yoton.BINARY)
+    b.connect(f"localhost:{conn.port1}", timeout=5)
+    got = [int.from_bytes(sub.recv(10), "little") for _ in range(n)]
+    assert got == list(range(n))
+
+
 def test_recv_blocking_forms_and_empty_messages(pair):
     a, b = pair
     sub = yoton.SubChannel(b, "s")

@@ -371,7 +371,23 @@ class TcpConnection(Connection):
             if self._out_bytes > FORWARD_LIMIT_BYTES and (forwarded or self._congested):
                 self._count_drop()
                 return False
-            if out:
+            inline = False
+            if not out:
+                now = _monotonic()
+                sparse = now - self._last_queued > _INLINE_GAP
+                self._last_queued = now
+                # Sparse traffic (requests, prompts): no hand-off to the IO
+                # thread, no batching delay.
+                inline = (
+                    sparse
+                    and size <= _JOIN_LIMIT
+                    and not forwarded
+                    and status >= STATUS_HOSTING
+                    and self._send_lock.acquire(False)
+                )
+            if inline:
+                batch = None
+            else:
                 if size > _JOIN_LIMIT:
                     out.append(header)
                     out.append(data)
@@ -383,37 +399,15 @@ class TcpConnection(Connection):
                     len(out) < _PRODUCER_BATCH
                     or forwarded
                     or self._socket_full
+                    or status < STATUS_HOSTING
                     or not self._send_lock.acquire(False)
                 ):
+                    if self._sender_idle:
+                        self._out_cond.notify()
                     return self._out_bytes > HIGH_WATER_BYTES
                 # One system call's worth from the front; the rest stays queued.
                 batch = [out.popleft() for _ in range(min(len(out), _IOV_MAX))]
                 self._out_bytes -= sum(map(len, batch))
-            else:
-                now = _monotonic()
-                sparse = now - self._last_queued > _INLINE_GAP
-                self._last_queued = now
-                if (
-                    sparse
-                    and size <= _JOIN_LIMIT
-                    and not forwarded
-                    and status >= STATUS_HOSTING
-                    and self._send_lock.acquire(False)
-                ):
-                    # Sparse traffic (requests, prompts): no hand-off to the IO
-                    # thread, no batching delay.
-                    batch = None
-                else:
-                    if size > _JOIN_LIMIT:
-                        out.append(header)
-                        out.append(data)
-                    else:
-                        out.append(header + data)
-                    self._queued_total += 1
-                    self._out_bytes += size + _HEADER_SIZE
-                    if self._sender_idle:
-                        self._out_cond.notify()
-                    return self._out_bytes > HIGH_WATER_BYTES
         # We hold the send lock: no other frame can be written before these.
         try:
             if batch is None:
