@@ -58,6 +58,8 @@ ATTACH_WAIT = 5.0
 HISTORY_LENGTH = 10000
 #: Seconds after input() started before a prompt change noticed meanwhile is shown.
 REFRESH_DELAY = 0.05
+#: After a refresh signal, check this much later that the main thread took it.
+REFRESH_CHECK = 0.25
 _REFRESH_SIGNAL = getattr(signal, "SIGUSR2", None)
 
 
@@ -297,6 +299,19 @@ class Console:
             ):
                 self._refresh_sent = True
                 signal.pthread_kill(self._main_ident, _REFRESH_SIGNAL)
+                # A signal that lands just before readline's select() is only
+                # seen after the next key press: check that it was taken.
+                yoton.call_later(self._check_refreshed, REFRESH_CHECK)
+
+    def _check_refreshed(self) -> None:
+        """Send the refresh signal again if the last one was not taken."""
+        with self._cond:
+            if not (self._refresh_sent and self._in_readline):
+                return
+            if self._desired_prompt() == self._shown_prompt and not self._kernel_exited:
+                return
+            self._refresh_sent = False
+            self._state_changed()
 
     def _on_refresh_signal(self, signum: int, frame: Any) -> None:
         if self._in_hook or _runs(frame, self._pre_input_hook.__func__.__code__):
