@@ -616,7 +616,7 @@ class TcpConnection(Connection):
         deferred = self._deferred
         run_deferred = wakeups.run_deferred
         deliver = self._context._recv_packages
-        parse = wire.parse_frames
+        parse = wire.parse_frames_counted
         max_size = self._max_message_size
         buf = bytearray(max(_RECV_BUFFER, len(leftover)))
         view = memoryview(buf)

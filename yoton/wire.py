@@ -110,7 +110,6 @@ class ParseResult(NamedTuple):
     packages: list  # complete packages, in order (connection-level ones included)
     consumed: int  # offset just after the last complete frame
     pending_size: int  # total size of the incomplete frame at ``consumed`` (0: unknown)
-    signals: int = 0  # how many of ``packages`` are connection-level (slot 1)
 
 
 _new_object = object.__new__
@@ -132,6 +131,17 @@ def parse_frames(
     allocated for a forged length. A ``bytes`` buffer is fastest: its payloads
     are sliced out directly.
     """
+    return ParseResult(*parse_frames_counted(buffer, start, end, max_message_size)[:3])
+
+
+def parse_frames_counted(
+    buffer: bytes | bytearray | memoryview,
+    start: int,
+    end: int,
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+) -> tuple[list, int, int, int]:
+    """:func:`parse_frames`, plus how many of the packages are connection-level
+    (slot 1): (packages, consumed, pending_size, signals)."""
     unpack_from = HEADER.unpack_from
     # Slicing bytes gives bytes in one step; other buffers go through a view.
     source = buffer if type(buffer) is bytes else memoryview(buffer)
@@ -154,7 +164,7 @@ def parse_frames(
             )
         frame_end = pos + HEADER_SIZE + size
         if frame_end > end:
-            return ParseResult(packages, pos, HEADER_SIZE + size, signals)
+            return packages, pos, HEADER_SIZE + size, signals
         # Built inline rather than through Package(): this loop runs per message.
         package = _new_object(Package)
         package.data = (
@@ -172,7 +182,7 @@ def parse_frames(
         if slot == SLOT_DUMMY:
             signals += 1
         pos = frame_end
-    return ParseResult(packages, pos, 0, signals)
+    return packages, pos, 0, signals
 
 
 def decode_header(header: bytes | bytearray | memoryview) -> Package:
