@@ -93,8 +93,8 @@ def net():
         def join(self, **kwargs) -> yoton.Context:
             context = self.new(**kwargs)
             context.connect(f"localhost:{self.listener.port}")
-            count = len(self.contexts) - 1  # every context but the hub
-            assert wait_until(lambda: self.hub.connection_count >= count)
+            hub = self.hub
+            assert wait_until(lambda: any(c.id2 == context.id for c in hub.connections))
             return context
 
     network = Net()
