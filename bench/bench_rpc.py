@@ -3,13 +3,17 @@
 Prints the median, p99 and maximum round trip in microseconds, measured by the client
 after a warm-up. Run by hand:
 
-    python bench/bench_rpc.py [--quick] [--only raw,zmq,yoton,ref] [--count N]
+    python bench/bench_rpc.py [--quick] [--only raw,zmq,yoton,floor,ref] [--count N]
 
 ``ref`` (yoton 2.2) needs about 0.2 s per call, so its count is capped at 50.
+``floor`` is the least pure Python can do with yoton's format: one thread per
+process, blocking sockets, the frame header, parser and OBJECT codec of this
+checkout, no channels, no routing. What yoton adds to it is overhead of ours.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 
 import _baselines as B
@@ -57,10 +61,70 @@ def yoton_client(impl: str, port: int, count: int, warmup: int) -> None:
     ctx.close()
 
 
+def floor_server(impl: str) -> None:
+    """Echo OBJECT requests back in yoton frames, in one thread."""
+    from yoton import wire
+    from yoton.message_types import decode_object, encode_object
+
+    listener = B.listen_local()
+
+    def serve() -> None:
+        sock = B.accept_one(listener)
+        buf = bytearray(1 << 16)
+        start = end = 0
+        while True:
+            n = sock.recv_into(memoryview(buf)[end:])
+            if not n:
+                return
+            end += n
+            packages, start, _ = wire.parse_frames(buf, start, end)
+            for package in packages:
+                _name, args, _kwargs = decode_object(package.data)
+                data = encode_object((args[0], "0x0"))
+                header = wire.encode_header(
+                    package.slot, 1, package.source_seq, package.source_id,
+                    package.source_seq, len(data),
+                )  # fmt: skip
+                sock.sendall(header + data)
+            if start == end:
+                start = end = 0
+
+    threading.Thread(target=serve, daemon=True).start()
+    B.emit("ready", port=listener.getsockname()[1])
+    B.wait_until_stopped()
+
+
+def floor_client(impl: str, port: int, count: int, warmup: int) -> None:
+    """Time echo round trips in yoton frames, in one thread."""
+    from yoton import wire
+    from yoton.message_types import decode_object, encode_object
+
+    sock = B.connect_local(port)
+    buf = bytearray(1 << 16)
+    times = []
+    for i in range(warmup + count):
+        t0 = time.perf_counter()
+        data = encode_object(("echo", ("x",), {}))
+        sock.sendall(wire.encode_header(5, 2, i + 1, 1, i + 1, len(data)) + data)
+        start = end = 0
+        packages: list = []
+        while not packages:
+            end += sock.recv_into(memoryview(buf)[end:])
+            packages, start, _ = wire.parse_frames(buf, start, end)
+        reply = decode_object(packages[0].data)
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+        if reply[0] != "x":
+            raise B.BenchError(f"bad echo {reply!r}")
+    B.emit("result", **B.latency_summary(times), calls=len(times))
+
+
 WORKERS = {
     **B.BASELINE_WORKERS,
     "rpc_server:yoton": yoton_server,
     "rpc_client:yoton": yoton_client,
+    "rpc_server:floor": floor_server,
+    "rpc_client:floor": floor_client,
     "rpc_server:ref": yoton_server,
     "rpc_client:ref": yoton_client,
 }
