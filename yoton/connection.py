@@ -748,11 +748,7 @@ class TcpConnection(Connection):
         keep one recv's worth of tiny messages from overflowing a queue at once.
         """
         for first in range(0, len(packages), _DELIVERY_SLICE):
-            part = (
-                packages
-                if len(packages) <= _DELIVERY_SLICE
-                else packages[first : first + _DELIVERY_SLICE]
-            )
+            part = packages[first : first + _DELIVERY_SLICE]
             if signals:
                 reason, full = self._deliver(part, deliver)
                 if reason:
@@ -790,7 +786,8 @@ def _send_buffers(sock: socket.socket, buffers: deque) -> None:
         total = sum(len(b) for b in batch)
         sent = sock.sendmsg(batch)
         if sent < total:
-            _send_rest(sock, batch, sent)
+            for buffer in _unsent(batch, sent):
+                sock.sendall(buffer)
 
 
 def _unsent(buffers: list, sent: int) -> list:
@@ -804,16 +801,6 @@ def _unsent(buffers: list, sent: int) -> list:
             return rest
         sent -= size
     return []
-
-
-def _send_rest(sock: socket.socket, batch: list, sent: int) -> None:
-    for buffer in batch:
-        size = len(buffer)
-        if sent >= size:
-            sent -= size
-            continue
-        sock.sendall(memoryview(buffer)[sent:])
-        sent = 0
 
 
 def open_socket() -> socket.socket:

@@ -122,20 +122,19 @@ class PackageQueue:
 
         Raises :class:`Empty` when nothing arrives in time or the queue is closed.
         """
-        items = self._items
         try:
-            item = items.popleft()  # atomic in CPython: no lock needed
+            item = self._items.popleft()  # atomic in CPython: no lock needed
         except IndexError:
-            pass
-        else:
-            if self._producers_waiting or self._stalled:
-                self._consumed()
-            return item
+            item = self._pop_waiting(block)
+        if self._producers_waiting or self._stalled:
+            self._consumed()
+        return item
+
+    def _pop_waiting(self, block: bool | float) -> Any:
+        """The slow path of :meth:`pop`: wait (as ``block`` says) for an item."""
+        items = self._items
         with self._cond:
             if items:
-                self._stalled = False
-                if self._producers_waiting and len(items) <= self._resume_len + 1:
-                    self._cond.notify_all()
                 return items.popleft()
             if block is False or block is None or self._closed:
                 raise Empty()
@@ -162,10 +161,9 @@ class PackageQueue:
         with self._cond:
             result = list(self._items)
             self._items.clear()
-            self._stalled = False
-            if self._producers_waiting:
-                self._cond.notify_all()
-            return result
+        if self._producers_waiting or self._stalled:
+            self._consumed()
+        return result
 
     # -- flow control -----------------------------------------------------------
 

@@ -46,12 +46,8 @@ class PubChannel(BaseChannel):
         data = self.message_to_bytes(message)
         if self._full_subscribers or self._sync_subscribers:
             self._wait_for_subscribers()
-        if self._closed:
-            self._check_open()
-        if not data:
-            return  # an empty message is not sent
-        seq = self._context._send_frame(self._slot_out_h, data)
-        if self._sync_subscribers:
+        seq = self._send(data)
+        if self._sync_subscribers and seq:
             with self._sync_cond:
                 self._in_flight.append(seq)
 
@@ -162,19 +158,12 @@ class SubChannel(BaseChannel):
         a number waits that many seconds. Without a message (or when the
         channel is closed) the empty message is returned ("" for text).
         """
-        queue = self._q_in
         try:
-            package = queue._items.popleft()  # the common case, inlined
-        except IndexError:
-            try:
-                package = queue.pop(block)
-            except Empty:
-                if self._sync:
-                    self._check_queue_status()
-                return self.message_from_bytes(b"")
-        else:
-            if queue._producers_waiting or queue._stalled:
-                queue._consumed()
+            package = self._q_in.pop(block)
+        except Empty:
+            if self._sync:
+                self._check_queue_status()
+            return self.message_from_bytes(b"")
         if self._sync:
             message = self._consume([package])[0]
             self._check_queue_status()
