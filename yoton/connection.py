@@ -8,21 +8,27 @@ frame out of each ``recv`` and hands them to the context for routing.
 from __future__ import annotations
 
 import builtins
-import io
 import logging
 import os
-import select
+import signal
 import socket
-import struct
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from . import wakeups, wire
 from .errors import ConnectionClosedError, TimeoutError, YotonError
 from .events import Signal
 from .queues import LargeMessageWindow
+from .receiver import (  # noqa: F401 - the close reasons are part of this API
+    STOP_CLOSED_FROM_THERE,
+    STOP_EOF,
+    STOP_EOF_MID_MESSAGE,
+    STOP_QUIETLY,
+    SocketReader,
+)
 from .threads import start_thread
 
 if TYPE_CHECKING:
@@ -42,9 +48,6 @@ TIMEOUT_MIN = 0.5
 HEARTBEAT_INTERVAL = 0.25
 
 STOP_DEFAULT = "Closed by the user."
-STOP_EOF = "Other end dropped the connection."
-STOP_EOF_MID_MESSAGE = "Other end dropped the connection in the middle of a message."
-STOP_CLOSED_FROM_THERE = "Closed from other end."
 STOP_CONTEXT = "Closed by the context."
 
 #: Local senders block while more than this many bytes wait to be sent.
@@ -55,8 +58,6 @@ FORWARD_LIMIT_BYTES = 64 << 20
 CONGESTION_TIMEOUT = 5.0
 #: Payloads up to this size are joined with their header into one buffer.
 _JOIN_LIMIT = 16 << 10
-_RECV_BUFFER = 1 << 20
-_LARGE_FRAME = 256 << 10
 #: Before reading a large payload, wait this long at most for the consumer to
 #: take the previous one (so a consumer that keeps up never holds two).
 _LARGE_WAIT = 0.02
@@ -68,16 +69,15 @@ _MSG_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
 _INLINE_GAP = 0.0002
 #: After a batch, the sending thread waits this long for more before idling.
 _LINGER = 0.0005
-_MSG_WAITALL = getattr(socket, "MSG_WAITALL", 0)
-#: A subscriber that fell behind is waited for while it takes a message at
-#: least this often (else its excess messages are discarded and counted).
-_CONSUMER_PATIENCE = 0.5
-#: Received packages are routed this many at a time (then flow is checked).
-_DELIVERY_SLICE = 2048
+#: While threads borrow the reader, the receiving thread looks this often
+#: whether they still do (and reads again once they stopped).
+LEND_CHECK = 0.002
+#: A borrowing thread waits for data in slices this long (its package may
+#: also arrive by another path).
+BORROW_SLICE = 0.02
 _monotonic = time.monotonic
+_CAN_MASK = hasattr(signal, "pthread_sigmask")
 _HEADER_SIZE = wire.HEADER_SIZE
-_SIZE_OFFSET = wire.HEADER_SIZE - 8  # the payload size is the last u64
-_unpack_size = struct.Struct("<Q").unpack_from
 
 
 class ConnectionCollection(list):
@@ -305,7 +305,11 @@ class TcpConnection(Connection):
         self._listen_sock: socket.socket | None = None
         self._send_lock = threading.Lock()  # held while frames go to the socket
         self._large_window = LargeMessageWindow(_LARGE_WAIT)
-        self._deferred: list = []  # wake-ups the receiving thread runs before blocking
+        self._reader: SocketReader | None = None
+        self._lend_requested = False  # a thread wants to read for itself
+        self._lend_cond = threading.Condition(threading.Lock())
+        self._borrows = 0  # times a thread borrowed the reader
+        self._received_since_send = False
         #: Emitted as (connection, peer address, reason) when bind() refuses a peer.
         self.refused = Signal()
 
@@ -374,7 +378,12 @@ class TcpConnection(Connection):
             inline = False
             if not out:
                 now = _monotonic()
-                sparse = now - self._last_queued > _INLINE_GAP
+                # A frame that follows a received one (a request after its
+                # previous reply, a reply) is sparse whatever the gap.
+                sparse = (
+                    now - self._last_queued > _INLINE_GAP or self._received_since_send
+                )
+                self._received_since_send = False
                 self._last_queued = now
                 # Sparse traffic (requests, prompts): no hand-off to the IO
                 # thread, no batching delay.
@@ -583,6 +592,8 @@ class TcpConnection(Connection):
             self._out.clear()
             self._out_bytes = 0
             self._out_cond.notify_all()
+        with self._lend_cond:
+            self._lend_cond.notify_all()  # a parked receiving thread sees the close
         if sock is not None:
             try:
                 sock.shutdown(socket.SHUT_RDWR)
@@ -595,185 +606,127 @@ class TcpConnection(Connection):
 
     # -- receiving ---------------------------------------------------------------
 
+    def _closed_here(self) -> bool:
+        """Whether this end closed (or is closing) the connection."""
+        return self._status < STATUS_HOSTING
+
     def _receiving_loop(self, leftover: bytes) -> None:
-        self._deferred = wakeups.defer_in_this_thread()
+        deferred = wakeups.defer_in_this_thread()
+        reader = SocketReader(self, leftover)
+        self._reader = reader
+        reason = None
         try:
-            reason = self._receive(leftover)
+            reason = self._read_loop(reader, deferred)
+        except Exception:  # pragma: no cover - a bug; close rather than hang
+            logger.exception("yoton: error in the receiving thread")
+            reason = "Error in the receiving thread."
+        wakeups.run_deferred(deferred)
+        if reason:
+            self.close_on_problem(reason)
+        wakeups.run_deferred(deferred)
+
+    def _read_loop(self, reader: SocketReader, deferred: list) -> str | None:
+        """Read until the stream ends, lending the reader to threads that ask."""
+        lock = reader.lock
+        while True:
+            if self._lend_requested:
+                # A thread waiting for a package found us reading: after this
+                # delivery (which likely woke it), let it read for itself.
+                self._lend_requested = False
+                wakeups.run_deferred(deferred)
+                self._lend_reader(reader)
+            if not lock.acquire(False):
+                self._lend_reader(reader)  # a borrower reads
+                continue
+            try:
+                if reader.finished is not None:
+                    return STOP_QUIETLY  # the borrower that saw the end closed us
+                reason = self._read_step(reader, self._timeout, deferred)
+            finally:
+                lock.release()
+            if reason is not None:
+                return reason
+
+    def _read_step(
+        self,
+        reader: SocketReader,
+        wait: float,
+        deferred: list | None,
+        patient: bool = True,
+        signal_mask: tuple | None = None,
+    ) -> str | None:
+        """One :meth:`SocketReader.step` (reader lock held); errors become reasons."""
+        try:
+            reason = reader.step(wait, deferred, patient, signal_mask)
         except wire.RemoteProtocolError as err:
             reason = str(err)
         except OSError as err:
             reason = f"Socket error while receiving: {err}"
-        except Exception:  # pragma: no cover - a bug; close rather than hang
-            logger.exception("yoton: error in the receiving thread")
-            reason = "Error in the receiving thread."
-        wakeups.run_deferred(self._deferred)
+        if reason is not None:
+            reader.finished = reason
+        return reason
+
+    def _lend_reader(self, reader: SocketReader) -> None:
+        """Park the receiving thread while other threads keep borrowing the reader.
+
+        Borrowers do not wake us (that would cost a hand-off per call): we
+        look every LEND_CHECK s and read again once nobody borrowed for that
+        long, or at once when the connection closes.
+        """
+        seen = -1
+        with self._lend_cond:
+            while self._status >= STATUS_HOSTING and reader.finished is None:
+                if self._borrows == seen and not reader.lock.locked():
+                    return
+                seen = self._borrows
+                self._lend_cond.wait(LEND_CHECK)
+
+    def _read_until(
+        self, done: Callable[[], object], timeout: float, patient: bool = True
+    ) -> bool:
+        """Read and route packages in this thread until ``done()`` or ``timeout`` s.
+
+        For a thread that waits for a package this connection will bring: it
+        gets it without a hand-off from the receiving thread. Returns False at
+        once if another thread reads now (the caller waits as usual; the
+        receiving thread lends the reader next time). ``patient=False`` for a
+        caller that consumes a flow-controlled queue itself.
+        """
+        reader = self._reader
+        if reader is None or reader.finished is not None:
+            return False
+        if not reader.lock.acquire(False):
+            self._lend_requested = True
+            return False
+        reason = None
+        try:
+            if reader.finished is not None:
+                return False
+            mask = None
+            if _CAN_MASK and threading.get_ident() == threading.main_thread().ident:
+                mask = signal.pthread_sigmask(signal.SIG_BLOCK, ())  # the current
+            deadline = _monotonic() + timeout
+            while not done():
+                # Short waits: done() may also come true from another thread.
+                wait = min(BORROW_SLICE, deadline - _monotonic())
+                if wait <= 0:
+                    break
+                reason = self._read_step(reader, wait, None, patient, mask)
+                if reason is not None:
+                    break
+            else:
+                # Take what came with it, rather than leave it to the
+                # receiving thread's next look.
+                while reader.readable():
+                    reason = self._read_step(reader, 0.0, None, patient, mask)
+                    if reason is not None:
+                        break
+        finally:
+            self._borrows += 1
+            reader.lock.release()
         if reason:
             self.close_on_problem(reason)
-        wakeups.run_deferred(self._deferred)
-
-    def _receive(self, leftover: bytes) -> str | None:
-        sock = self._sock
-        deferred = self._deferred
-        run_deferred = wakeups.run_deferred
-        deliver = self._context._recv_packages
-        parse = wire.parse_frames_counted
-        max_size = self._max_message_size
-        buf = bytearray(max(_RECV_BUFFER, len(leftover)))
-        view = memoryview(buf)
-        buf[: len(leftover)] = leftover
-        start, end = 0, len(leftover)
-        poller = select.poll()
-        poller.register(sock, select.POLLIN | select.POLLPRI)
-        timed_out = False
-        large_mode = False
-        need_read = end == 0
-        while True:
-            if need_read:
-                # Wait for data; a quiet peer is reported through ``timedout``.
-                if deferred:
-                    run_deferred(deferred)  # wake others just before blocking
-                if not poller.poll(self._timeout * 1000):
-                    if self._status < STATUS_HOSTING:
-                        return None
-                    if not timed_out:
-                        timed_out = True
-                        self._timedout_signal.emit(self, True)
-                    continue
-                if large_mode and start == end:
-                    # After a large frame, read just one header so the next large
-                    # payload can be received straight into its own buffer.
-                    start = end = 0
-                    n = sock.recv_into(view[: wire.HEADER_SIZE])
-                else:
-                    n = sock.recv_into(view[end:])
-                if not n:
-                    if self._status < STATUS_HOSTING:
-                        return None
-                    return STOP_EOF_MID_MESSAGE if end > start else STOP_EOF
-                end += n
-                self._last_recv = time.monotonic()
-                if timed_out:
-                    timed_out = False
-                    self._timedout_signal.emit(self, False)
-            need_read = True
-            if (
-                end - start >= _HEADER_SIZE
-                and end - start
-                < _HEADER_SIZE + (_unpack_size(buf, start + _SIZE_OFFSET)[0])
-            ):
-                # The first frame is incomplete: parse in place (checks it) and
-                # copy nothing.
-                packages, start, pending, signals = parse(buf, start, end, max_size)
-            else:
-                # One copy of what arrived lets every payload be sliced as bytes.
-                chunk = bytes(view[start:end])
-                packages, consumed, pending, signals = parse(
-                    chunk, 0, end - start, max_size
-                )
-                chunk = None
-                start += consumed
-            if pending >= _LARGE_FRAME:
-                if packages:  # deliver what came before, then maybe wait
-                    reason, _ = self._deliver(packages, deliver)
-                    if reason:
-                        return reason
-                    packages = []
-                run_deferred(deferred)
-                self._large_window.wait()
-                package = self._receive_large(sock, view, start, end, pending)
-                if package is None:
-                    return STOP_EOF_MID_MESSAGE
-                self._large_window.track(package)
-                packages.append(package)
-                package = None  # hold no reference: the window waits for it
-                start = end = 0
-                large_mode = True
-            elif packages and large_mode and packages[-1].data:
-                large_mode = False
-            if packages:
-                reason = self._deliver_flow_controlled(packages, signals, deliver)
-                if reason:
-                    return reason
-                packages = None
-            if start == end:
-                start = end = 0
-            elif start > len(buf) - _LARGE_FRAME:
-                # Move the partial frame (< _LARGE_FRAME) to the front.
-                buf[: end - start] = buf[start:end]
-                end -= start
-                start = 0
-
-    def _receive_large(
-        self, sock: socket.socket, view: memoryview, start: int, end: int, total: int
-    ) -> wire.Package | None:
-        """Receive the rest of a large frame straight into one bytes object."""
-        _, slot, sid, sseq, did, dseq, size = wire.HEADER.unpack_from(view, start)
-        prefix = end - start - wire.HEADER_SIZE
-        if prefix == 0:
-            data = sock.recv(size, _MSG_WAITALL)  # one allocation, filled in place
-            if len(data) < size:
-                parts, got = [data], len(data)
-                while got < size:
-                    if not parts[-1]:
-                        return None
-                    parts.append(sock.recv(size - got))
-                    got += len(parts[-1])
-                data = b"".join(parts)
-        else:
-            # Part of the payload is in our buffer already. A BytesIO grown to
-            # the payload size lends its buffer to recv_into and then hands over
-            # that very bytes object (getvalue() does not copy an unshared
-            # buffer): N bytes of payload cost N bytes, not 2N.
-            payload = io.BytesIO()
-            payload.seek(size - 1)
-            payload.write(b"\0")
-            with payload.getbuffer() as target:
-                target[:prefix] = view[start + wire.HEADER_SIZE : end]
-                got = prefix
-                while got < size:
-                    n = sock.recv_into(target[got:], size - got, _MSG_WAITALL)
-                    if not n:
-                        return None
-                    got += n
-            data = payload.getvalue()
-        self._last_recv = time.monotonic()
-        return wire.Package(data, slot, sid, sseq, did, dseq)
-
-    def _deliver_flow_controlled(
-        self, packages: list, signals: int, deliver
-    ) -> str | None:
-        """Deliver in slices; after each, wait for subscribers that fell behind.
-
-        Waiting (rather than dropping) lets TCP slow the sender down; slices
-        keep one recv's worth of tiny messages from overflowing a queue at once.
-        """
-        for first in range(0, len(packages), _DELIVERY_SLICE):
-            part = packages[first : first + _DELIVERY_SLICE]
-            if signals:
-                reason, full = self._deliver(part, deliver)
-                if reason:
-                    return reason
-            else:
-                full = deliver(part, self)
-            if full:
-                wakeups.run_deferred(self._deferred)
-                for queue in full:
-                    queue.wait_for_consumer(_CONSUMER_PATIENCE)
-        return None
-
-    def _deliver(self, packages: list, deliver) -> tuple[str | None, list | None]:
-        """Route packages, leaving out heartbeats; return (close reason, full
-        queues) as :meth:`Context._recv_packages` does."""
-        routed = []
-        for package in packages:
-            if package.slot == wire.SLOT_DUMMY and not package.data:
-                if package.source_seq == wire.SIGNAL_CLOSE:
-                    if routed:
-                        deliver(routed, self)
-                    return STOP_CLOSED_FROM_THERE, None
-                continue  # heartbeat
-            routed.append(package)
-        return None, (deliver(routed, self) if routed else None)
+        return True
 
 
 def _send_buffers(sock: socket.socket, buffers: deque) -> None:

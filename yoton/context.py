@@ -363,6 +363,15 @@ class Context:
                     connection._wait_writable()
         return seq
 
+    def _sole_connection(self) -> TcpConnection | None:
+        """The one connection, if this context has exactly one (else None).
+
+        A thread waiting for a package may then read it from that connection
+        itself (see :meth:`TcpConnection._read_until`): nothing else can bring it.
+        """
+        connections = self._connections
+        return connections[0] if len(connections) == 1 else None
+
     def _recv_packages(self, packages: list, via: TcpConnection) -> list | None:
         """Route packages received on ``via``: forward them and deposit them here.
 

@@ -25,7 +25,9 @@ _SIGNAL_NAMES = (
     "SIGCHLD",
     "SIGWINCH",
 )
-_BLOCKED = {getattr(signal, name) for name in _SIGNAL_NAMES if hasattr(signal, name)}
+BLOCKED_SIGNALS = {
+    getattr(signal, name) for name in _SIGNAL_NAMES if hasattr(signal, name)
+}
 _CAN_MASK = hasattr(signal, "pthread_sigmask")
 
 
@@ -36,7 +38,7 @@ def start_thread(target: Callable[..., Any], *args: Any, name: str) -> threading
         thread.start()
         return thread
     # The new thread inherits the mask of this one at creation.
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _BLOCKED)
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, BLOCKED_SIGNALS)
     try:
         thread.start()
     finally:

@@ -44,6 +44,9 @@ _BUSY = b"req~"
 RESEND_INTERVAL = 0.5
 #: A replier forgets a request it acknowledged but never received after this.
 ACK_EXPIRY = 10.0
+#: A thread waiting for a reply (or a request) reads the connection itself
+#: for at most this long, then waits for the receiving thread as usual.
+_BORROW_MAX = 0.1
 
 _PENDING, _RUNNING, _CANCELLED, _ERROR, _DONE = range(5)
 
@@ -129,6 +132,17 @@ class Future:
     def _wait(self, timeout: float | None) -> None:
         if self._status >= _CANCELLED:
             return
+        channel = self._channel
+        connection = channel and channel._context._sole_connection()
+        if connection is not None:
+            # Read the reply in this thread: no hand-off from the receiving one.
+            started = time.monotonic()
+            budget = _BORROW_MAX if timeout is None else min(timeout, _BORROW_MAX)
+            if connection._read_until(self.done, budget):
+                if self._status >= _CANCELLED:
+                    return
+                if timeout is not None:
+                    timeout -= time.monotonic() - started
         if timeout is None:
             passed = self._gate.acquire()
         else:
@@ -586,6 +600,8 @@ class RepChannel(BaseChannel):
                     if self._mode != 2:
                         self._serving = False
                         return
+                if not self._q_in._items:
+                    self._read_requests()
                 try:
                     package = self._q_in.pop(True)
                 except Empty:
@@ -604,6 +620,15 @@ class RepChannel(BaseChannel):
             with self._lock:  # e.g. SystemExit in a method: set_mode() restarts
                 self._serving = False
             raise
+
+    def _read_requests(self) -> None:
+        """While idle, read the next request from the connection in this thread."""
+        connection = self._context._sole_connection()
+        if connection is not None:
+            connection._read_until(self._has_work, _BORROW_MAX)
+
+    def _has_work(self) -> bool:
+        return bool(self._q_in._items) or self._mode != 2 or self._closed
 
     def _process_pending(self, _channel: Any = None) -> None:
         if self._mode != 1:

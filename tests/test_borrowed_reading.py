@@ -1,0 +1,210 @@
+"""A thread waiting for a reply (or a replier waiting for a request) reads the
+connection itself when its context has a single connection.
+
+Contexts talk over real sockets on 127.0.0.1; the replier runs in this process
+so the tests can see which thread completed a future.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+
+import pytest
+from conftest import wait_for
+
+import yoton
+import yoton.receiver
+
+pytestmark = pytest.mark.timeout(60)
+
+T = 10.0  # generous limit for anything we wait for; never a speed assertion
+
+
+class Echo(yoton.RepChannel):
+    def echo(self, value, sleep=0.0):
+        if sleep:
+            time.sleep(sleep)
+        return value
+
+
+@pytest.fixture
+def served(pair):
+    """(server context, client context, ReqChannel) with an Echo replier serving."""
+    server, client = pair
+    rep = Echo(server, "svc")
+    rep.set_mode("thread")
+    req = yoton.ReqChannel(client, "svc")
+    assert req.echo("warm-up").result(T) == "warm-up"
+    yield server, client, req
+    rep.close()
+
+
+def connect_pubsub(pub, sub) -> None:
+    """Wait until ``sub`` hears ``pub``, then drain the probes."""
+    wait_for(lambda: pub.send("probe") or sub.recv(False) == "probe")
+    pub.send("synced")
+    while sub.recv(T) != "synced":
+        pass
+
+
+def test_waiting_caller_reads_its_reply_in_its_own_thread(served):
+    _server, client, req = served
+    connection = client.connections[0]
+    completed_in = []
+    for i in range(200):
+        future = req.echo(i)
+        future.add_done_callback(lambda _f: completed_in.append(threading.get_ident()))
+        assert future.result(T) == i
+    # Done-callbacks run in the thread that completes the future: once the
+    # receiving thread lends its reader, that is the caller itself.
+    assert completed_in.count(threading.get_ident()) > 100
+    assert connection._borrows > 100
+
+
+def test_replier_thread_reads_requests_itself(served):
+    server, _client, req = served
+    connection = server.connections[0]
+    before = connection._borrows
+    for i in range(100):
+        assert req.echo(i).result(T) == i
+    assert connection._borrows - before > 50
+
+
+def test_other_channels_keep_flowing_while_callers_read(served):
+    server, client, req = served
+    pub = yoton.PubChannel(server, "news")
+    sub = yoton.SubChannel(client, "news")
+    connect_pubsub(pub, sub)
+    published = threading.Event()
+
+    def publish():
+        for i in range(2000):
+            pub.send(f"m{i}")
+        published.set()
+
+    thread = threading.Thread(target=publish)
+    thread.start()
+    for i in range(300):
+        assert req.echo(i).result(T) == i
+    thread.join(T)
+    assert published.is_set()
+    received = [sub.recv(T) for _ in range(2000)]
+    assert received == [f"m{i}" for i in range(2000)]
+
+
+def test_receiving_thread_reads_again_when_callers_stop(served):
+    server, client, req = served
+    for i in range(50):
+        assert req.echo(i).result(T) == i
+    # Nobody waits in result() now: the reply to a future that is only
+    # watched by a callback, and a published message, arrive all the same.
+    got = threading.Event()
+    req.echo("watched").add_done_callback(lambda f: got.set())
+    assert got.wait(T)
+    pub = yoton.PubChannel(server, "later")
+    sub = yoton.SubChannel(client, "later")
+    wait_for(lambda: pub.send("hello") or sub.recv(False) == "hello")
+
+
+def test_future_completed_by_another_thread_ends_a_reading_wait(served):
+    _server, _client, req = served
+    future = req.echo("slow", 2.0)
+    timer = threading.Timer(0.05, future.set_result, ("early",))
+    timer.start()
+    try:
+        assert future.result(T) == "early"
+    finally:
+        timer.cancel()
+
+
+def test_peer_closing_while_a_caller_reads_fails_the_call(make_context):
+    server = make_context()
+    client = make_context()
+    conn = server.bind("localhost:0")
+    client.connect(f"localhost:{conn.port1}", timeout=5)
+    rep = Echo(server, "svc")
+    rep.set_mode("thread")
+    req = yoton.ReqChannel(client, "svc")
+    for i in range(20):
+        assert req.echo(i).result(T) == i
+    future = req.echo("never", 1.0)
+    threading.Timer(0.02, server.close).start()
+    with pytest.raises(yoton.ReplierLostError):
+        future.result(T)
+    assert not client.connections
+
+
+class Poke(Exception):
+    """Raised by our signal handler in the main thread."""
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="needs pthread_kill")
+@pytest.mark.timeout(60, method="thread")  # a broken reader may hang, not raise
+def test_signals_while_the_main_thread_reads_lose_nothing(served):
+    """A handler that raises (like Ctrl-C) between reading and delivering would
+    lose what was read; signals wait until the read data is delivered.
+
+    The handler raises only while the main thread is inside the reader's step,
+    so the test looks at that code alone (an exception raised at any instant
+    anywhere, e.g. while a lock is being taken, is not something Python code
+    in general survives)."""
+    server, client, req = served
+    pub = yoton.PubChannel(server, "stream")
+    sub = yoton.SubChannel(client, "stream")
+    connect_pubsub(pub, sub)
+
+    armed = [True]
+    step = yoton.receiver.SocketReader.step.__code__
+
+    def raise_poke(_signum, frame):
+        # Raise only while the main thread reads the connection: that is the
+        # code that must stay consistent whatever instant a signal lands.
+        while armed[0] and frame is not None:
+            if frame.f_code is step:
+                raise Poke()
+            frame = frame.f_back
+
+    previous = signal.signal(signal.SIGUSR1, raise_poke)
+    main = threading.get_ident()
+    stop = threading.Event()
+
+    def poke():
+        while not stop.wait(0.0005):
+            signal.pthread_kill(main, signal.SIGUSR1)
+
+    def publish():
+        for i in range(3000):
+            pub.send(f"s{i}")
+
+    pokes = 0
+    results = []
+    poker = threading.Thread(target=poke)
+    publisher = threading.Thread(target=publish)
+    try:
+        poker.start()
+        publisher.start()
+        for i in range(300):
+            future = None
+            while future is None:
+                try:
+                    future = req.echo(i)
+                except Poke:
+                    pokes += 1  # a signal may land before or after sending
+            while True:
+                try:
+                    results.append(future.result(T))
+                    break
+                except Poke:
+                    pokes += 1
+    finally:
+        armed[0] = False  # no call here: a pending handler cannot raise first
+        stop.set()
+        poker.join(T)
+        publisher.join(T)
+        signal.signal(signal.SIGUSR1, previous)
+    assert pokes > 0
+    assert results == list(range(300))
+    received = [sub.recv(T) for _ in range(3000)]
+    assert received == [f"s{i}" for i in range(3000)]

@@ -1,0 +1,260 @@
+"""The receive side of one TCP connection: read, parse, deliver, one step at a time.
+
+A :class:`SocketReader` holds the receive buffer and parser state of a
+connection. Whoever holds its ``lock`` may call :meth:`SocketReader.step`:
+normally the connection's receiving thread, but also a thread that waits for
+a reply (or a replier thread waiting for a request) and borrows the reader,
+so the package it waits for reaches it with no thread hand-off.
+"""
+
+from __future__ import annotations
+
+import io
+import select
+import signal
+import socket
+import struct
+import threading
+import time
+from typing import TYPE_CHECKING
+
+from . import wakeups, wire
+from .threads import BLOCKED_SIGNALS
+
+if TYPE_CHECKING:
+    from .connection import TcpConnection
+
+STOP_EOF = "Other end dropped the connection."
+STOP_EOF_MID_MESSAGE = "Other end dropped the connection in the middle of a message."
+STOP_CLOSED_FROM_THERE = "Closed from other end."
+#: step() result: the connection was closed here, stop reading without a reason.
+STOP_QUIETLY = ""
+
+RECV_BUFFER = 1 << 20
+#: Payloads from this size on get a buffer of their own (received in place).
+LARGE_FRAME = 256 << 10
+#: A flow-controlled queue's consumer is waited for at most this long.
+CONSUMER_PATIENCE = 0.5
+#: Packages are routed in slices of this many, so one recv of tiny messages
+#: cannot overflow a queue before flow control pauses reading.
+DELIVERY_SLICE = 2048
+
+_MSG_WAITALL = getattr(socket, "MSG_WAITALL", 0)
+_HEADER_SIZE = wire.HEADER_SIZE
+_SIZE_OFFSET = wire.HEADER_SIZE - 8  # the payload size is the last u64
+_unpack_size = struct.Struct("<Q").unpack_from
+_monotonic = time.monotonic
+
+
+class SocketReader:
+    """Receive state of a connection; one holder of ``lock`` reads at a time."""
+
+    def __init__(self, connection: TcpConnection, leftover: bytes) -> None:
+        self.connection = connection
+        self.lock = threading.Lock()
+        #: The reason reading stopped (a str), once the stream has ended.
+        self.finished: str | None = None
+        self._sock = connection._sock
+        self._deliver_to = connection._context._recv_packages
+        self._max_size = connection._max_message_size
+        self._buf = bytearray(max(RECV_BUFFER, len(leftover)))
+        self._view = memoryview(self._buf)
+        self._buf[: len(leftover)] = leftover
+        self._start = 0
+        self._end = len(leftover)
+        self._need_read = self._end == 0
+        self._large_mode = False
+        self._timed_out = False
+        self._poller = select.poll()
+        self._poller.register(self._sock, select.POLLIN | select.POLLPRI)
+
+    def readable(self) -> bool:
+        """Whether a step would find data at once (buffered or in the socket)."""
+        return not self._need_read or bool(self._poller.poll(0))
+
+    def step(
+        self,
+        wait: float,
+        deferred: list | None,
+        patient: bool = True,
+        signal_mask: tuple | None = None,
+    ) -> str | None:
+        """Wait up to ``wait`` s for data, read once, parse and route what is complete.
+
+        Returns None to go on, else why the stream ended (``STOP_QUIETLY`` when
+        the connection was closed here). ``deferred`` are wake-ups to run before
+        blocking. ``patient`` waits for slow flow-controlled consumers (a thread
+        that is itself a consumer must not wait for itself). ``signal_mask``
+        (the main thread's own mask) makes signals wait from the moment data
+        is read until it is delivered: a KeyboardInterrupt raised in between
+        would lose what was read.
+        """
+        if self._need_read:
+            if deferred:
+                wakeups.run_deferred(deferred)  # wake others just before blocking
+            if not self._poller.poll(wait * 1000):
+                return self._quiet()
+        if signal_mask is None:
+            return self._take(deferred, patient)
+        try:
+            signal.pthread_sigmask(signal.SIG_BLOCK, BLOCKED_SIGNALS)
+            return self._take(deferred, patient)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, signal_mask)
+
+    def _quiet(self) -> str | None:
+        """Nothing came in time: report a quiet peer once (or stop if closed here)."""
+        conn = self.connection
+        if conn._closed_here():
+            return STOP_QUIETLY
+        if not self._timed_out and _monotonic() - conn._last_recv >= conn._timeout:
+            self._timed_out = True  # reported once, until data comes
+            conn._timedout_signal.emit(conn, True)
+        return None
+
+    def _take(self, deferred: list | None = None, patient: bool = True) -> str | None:
+        """Read what is there (or parse what is buffered), then route it."""
+        conn = self.connection
+        view = self._view
+        if self._need_read:
+            if self._large_mode and self._start == self._end:
+                # After a large frame, read just one header so the next large
+                # payload can be received straight into its own buffer.
+                self._start = self._end = 0
+                n = self._sock.recv_into(view[:_HEADER_SIZE])
+            else:
+                n = self._sock.recv_into(view[self._end :])
+            if not n:
+                if conn._closed_here():
+                    return STOP_QUIETLY
+                return STOP_EOF_MID_MESSAGE if self._end > self._start else STOP_EOF
+            self._end += n
+            conn._last_recv = _monotonic()
+            conn._received_since_send = True
+            if self._timed_out:
+                self._timed_out = False
+                conn._timedout_signal.emit(conn, False)
+        self._need_read = True
+        buf, start, end = self._buf, self._start, self._end
+        if (
+            end - start >= _HEADER_SIZE
+            and end - start < _HEADER_SIZE + _unpack_size(buf, start + _SIZE_OFFSET)[0]
+        ):
+            # The first frame is incomplete: parse in place (checks it), copy nothing.
+            packages, start, pending, signals = wire.parse_frames_counted(
+                buf, start, end, self._max_size
+            )
+        else:
+            # One copy of what arrived lets every payload be sliced as bytes.
+            chunk = bytes(view[start:end])
+            packages, consumed, pending, signals = wire.parse_frames_counted(
+                chunk, 0, end - start, self._max_size
+            )
+            chunk = None
+            start += consumed
+        self._start = start
+        if pending >= LARGE_FRAME:
+            if packages:  # deliver what came before, then maybe wait
+                reason, _ = self._deliver(packages)
+                if reason:
+                    return reason
+                packages = []
+            if deferred:
+                wakeups.run_deferred(deferred)
+            conn._large_window.wait()
+            package = self._receive_large(pending)
+            if package is None:
+                return STOP_EOF_MID_MESSAGE
+            conn._large_window.track(package)
+            packages.append(package)
+            package = None  # hold no reference: the window waits for it
+            self._start = self._end = 0
+            self._large_mode = True
+        elif packages and self._large_mode and packages[-1].data:
+            self._large_mode = False
+        if packages:
+            reason = self._deliver_flow_controlled(packages, signals, deferred, patient)
+            if reason:
+                return reason
+        start, end = self._start, self._end
+        if start == end:
+            self._start = self._end = 0
+        elif start > len(buf) - LARGE_FRAME:
+            # Move the partial frame (< LARGE_FRAME) to the front.
+            buf[: end - start] = buf[start:end]
+            self._end = end - start
+            self._start = 0
+        return None
+
+    def _receive_large(self, total: int) -> wire.Package | None:
+        """Receive the rest of a large frame straight into one bytes object."""
+        sock, view, start, end = self._sock, self._view, self._start, self._end
+        _, slot, sid, sseq, did, dseq, size = wire.HEADER.unpack_from(view, start)
+        prefix = end - start - _HEADER_SIZE
+        if prefix == 0:
+            data = sock.recv(size, _MSG_WAITALL)  # one allocation, filled in place
+            if len(data) < size:
+                parts, got = [data], len(data)
+                while got < size:
+                    if not parts[-1]:
+                        return None
+                    parts.append(sock.recv(size - got))
+                    got += len(parts[-1])
+                data = b"".join(parts)
+        else:
+            # Part of the payload is in our buffer already. A BytesIO grown to
+            # the payload size lends its buffer to recv_into and then hands over
+            # that very bytes object (getvalue() does not copy an unshared
+            # buffer): N bytes of payload cost N bytes, not 2N.
+            payload = io.BytesIO()
+            payload.seek(size - 1)
+            payload.write(b"\0")
+            with payload.getbuffer() as target:
+                target[:prefix] = view[start + _HEADER_SIZE : end]
+                got = prefix
+                while got < size:
+                    n = sock.recv_into(target[got:], size - got, _MSG_WAITALL)
+                    if not n:
+                        return None
+                    got += n
+            data = payload.getvalue()
+        self.connection._last_recv = _monotonic()
+        return wire.Package(data, slot, sid, sseq, did, dseq)
+
+    def _deliver_flow_controlled(
+        self, packages: list, signals: int, deferred: list | None, patient: bool
+    ) -> str | None:
+        """Deliver in slices; after each, wait for subscribers that fell behind.
+
+        Waiting (rather than dropping) lets TCP slow the sender down; slices
+        keep one recv's worth of tiny messages from overflowing a queue at once.
+        """
+        for first in range(0, len(packages), DELIVERY_SLICE):
+            part = packages[first : first + DELIVERY_SLICE]
+            if signals:
+                reason, full = self._deliver(part)
+                if reason:
+                    return reason
+            else:
+                full = self._deliver_to(part, self.connection)
+            if full and patient:
+                if deferred:
+                    wakeups.run_deferred(deferred)
+                for queue in full:
+                    queue.wait_for_consumer(CONSUMER_PATIENCE)
+        return None
+
+    def _deliver(self, packages: list) -> tuple[str | None, list | None]:
+        """Route packages, leaving out heartbeats; return (close reason, full
+        queues) as :meth:`Context._recv_packages` does."""
+        routed = []
+        deliver = self._deliver_to
+        for package in packages:
+            if package.slot == wire.SLOT_DUMMY and not package.data:
+                if package.source_seq == wire.SIGNAL_CLOSE:
+                    if routed:
+                        deliver(routed, self.connection)
+                    return STOP_CLOSED_FROM_THERE, None
+                continue  # heartbeat
+            routed.append(package)
+        return None, (deliver(routed, self.connection) if routed else None)
