@@ -77,6 +77,7 @@ LEND_CHECK = 0.002
 BORROW_SLICE = 0.02
 _monotonic = time.monotonic
 _CAN_MASK = hasattr(signal, "pthread_sigmask")
+_MAIN_THREAD_ID = threading.main_thread().ident
 _HEADER_SIZE = wire.HEADER_SIZE
 
 
@@ -653,11 +654,11 @@ class TcpConnection(Connection):
         wait: float,
         deferred: list | None,
         patient: bool = True,
-        signal_mask: tuple | None = None,
+        mask_signals: bool = False,
     ) -> str | None:
         """One :meth:`SocketReader.step` (reader lock held); errors become reasons."""
         try:
-            reason = reader.step(wait, deferred, patient, signal_mask)
+            reason = reader.step(wait, deferred, patient, mask_signals)
         except wire.RemoteProtocolError as err:
             reason = str(err)
         except OSError as err:
@@ -702,9 +703,7 @@ class TcpConnection(Connection):
         try:
             if reader.finished is not None:
                 return False
-            mask = None
-            if _CAN_MASK and threading.get_ident() == threading.main_thread().ident:
-                mask = signal.pthread_sigmask(signal.SIG_BLOCK, ())  # the current
+            mask = _CAN_MASK and threading.get_ident() == _MAIN_THREAD_ID
             deadline = _monotonic() + timeout
             while not done():
                 # Short waits: done() may also come true from another thread.
@@ -714,13 +713,6 @@ class TcpConnection(Connection):
                 reason = self._read_step(reader, wait, None, patient, mask)
                 if reason is not None:
                     break
-            else:
-                # Take what came with it, rather than leave it to the
-                # receiving thread's next look.
-                while reader.readable():
-                    reason = self._read_step(reader, 0.0, None, patient, mask)
-                    if reason is not None:
-                        break
         finally:
             self._borrows += 1
             reader.lock.release()

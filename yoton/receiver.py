@@ -68,39 +68,39 @@ class SocketReader:
         self._poller = select.poll()
         self._poller.register(self._sock, select.POLLIN | select.POLLPRI)
 
-    def readable(self) -> bool:
-        """Whether a step would find data at once (buffered or in the socket)."""
-        return not self._need_read or bool(self._poller.poll(0))
-
     def step(
         self,
         wait: float,
         deferred: list | None,
         patient: bool = True,
-        signal_mask: tuple | None = None,
+        mask_signals: bool = False,
     ) -> str | None:
         """Wait up to ``wait`` s for data, read once, parse and route what is complete.
 
         Returns None to go on, else why the stream ended (``STOP_QUIETLY`` when
         the connection was closed here). ``deferred`` are wake-ups to run before
         blocking. ``patient`` waits for slow flow-controlled consumers (a thread
-        that is itself a consumer must not wait for itself). ``signal_mask``
-        (the main thread's own mask) makes signals wait from the moment data
-        is read until it is delivered: a KeyboardInterrupt raised in between
-        would lose what was read.
+        that is itself a consumer must not wait for itself). ``mask_signals``
+        (for the main thread) makes signals wait from the moment data is read
+        until it is delivered: a KeyboardInterrupt raised in between would
+        lose what was read.
         """
         if self._need_read:
             if deferred:
                 wakeups.run_deferred(deferred)  # wake others just before blocking
             if not self._poller.poll(wait * 1000):
                 return self._quiet()
-        if signal_mask is None:
+        if not mask_signals:
             return self._take(deferred, patient)
+        previous = None
         try:
-            signal.pthread_sigmask(signal.SIG_BLOCK, BLOCKED_SIGNALS)
+            previous = signal.pthread_sigmask(signal.SIG_BLOCK, BLOCKED_SIGNALS)
             return self._take(deferred, patient)
         finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, signal_mask)
+            if previous is None:  # a handler raised as the mask was set
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, BLOCKED_SIGNALS)
+            else:
+                signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
     def _quiet(self) -> str | None:
         """Nothing came in time: report a quiet peer once (or stop if closed here)."""

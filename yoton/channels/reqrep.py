@@ -431,7 +431,8 @@ class ReqChannel(BaseChannel):
 
     def _after_deposit(self) -> None:
         """Handle acknowledgements and replies (called outside the routing lock)."""
-        while True:
+        queue = self._q_in
+        while queue._items:  # looked at first: an empty pop costs an exception
             package = self._recv(False)
             if package is None:
                 return
