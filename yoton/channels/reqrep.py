@@ -597,10 +597,11 @@ class RepChannel(BaseChannel):
     def _serve_thread(self) -> None:
         try:
             while not self._closed:
-                with self._lock:
-                    if self._mode != 2:
-                        self._serving = False
-                        return
+                if self._mode != 2:
+                    with self._lock:  # set_mode() looks at _serving under it
+                        if self._mode != 2:
+                            self._serving = False
+                            return
                 if not self._q_in._items:
                     self._read_requests()
                 try:
@@ -667,8 +668,9 @@ class RepChannel(BaseChannel):
                 self._q_in.push(package)
                 queued = True
         if queued:
-            self._notify_received()
-        self._acknowledge_next()
+            self._notify_received()  # we are not free to take another now
+        else:
+            self._acknowledge_next()
 
     def _bounce(self, package) -> None:
         try:
