@@ -1,8 +1,11 @@
 """Connections between two contexts: the socket, its two IO threads and the greeting.
 
 This is the thin IO layer around :mod:`yoton.wire`: a sending thread batches
-queued frames into one system call, a receiving thread parses every complete
-frame out of each ``recv`` and hands them to the context for routing.
+queued frames into one system call (a sparse frame is written by its sender),
+and a receiving thread reads with a :class:`~yoton.receiver.SocketReader`,
+which parses every complete frame out of each ``recv`` and hands them to the
+context for routing. A thread that waits for a reply or a request on a
+context with a single connection borrows that reader and reads for itself.
 """
 
 from __future__ import annotations
@@ -636,12 +639,16 @@ class TcpConnection(Connection):
                 self._lend_requested = False
                 wakeups.run_deferred(deferred)
                 self._lend_reader(reader)
+            if reader.finished is not None:
+                return STOP_QUIETLY  # the borrower that saw the end closed us
             if not lock.acquire(False):
-                self._lend_reader(reader)  # a borrower reads
-                continue
+                if self._status >= STATUS_HOSTING:
+                    self._lend_reader(reader)  # a borrower reads
+                    continue
+                lock.acquire()  # closing: the borrower returns soon
             try:
                 if reader.finished is not None:
-                    return STOP_QUIETLY  # the borrower that saw the end closed us
+                    return STOP_QUIETLY
                 reason = self._read_step(reader, self._timeout, deferred)
             finally:
                 lock.release()
