@@ -660,12 +660,11 @@ class TcpConnection(Connection):
         reader: SocketReader,
         wait: float,
         deferred: list | None,
-        patient: bool = True,
         mask_signals: bool = False,
     ) -> str | None:
         """One :meth:`SocketReader.step` (reader lock held); errors become reasons."""
         try:
-            reason = reader.step(wait, deferred, patient, mask_signals)
+            reason = reader.step(wait, deferred, mask_signals)
         except wire.RemoteProtocolError as err:
             reason = str(err)
         except OSError as err:
@@ -689,16 +688,13 @@ class TcpConnection(Connection):
                 seen = self._borrows
                 self._lend_cond.wait(LEND_CHECK)
 
-    def _read_until(
-        self, done: Callable[[], object], timeout: float, patient: bool = True
-    ) -> bool:
+    def _read_until(self, done: Callable[[], object], timeout: float) -> bool:
         """Read and route packages in this thread until ``done()`` or ``timeout`` s.
 
         For a thread that waits for a package this connection will bring: it
         gets it without a hand-off from the receiving thread. Returns False at
         once if another thread reads now (the caller waits as usual; the
-        receiving thread lends the reader next time). ``patient=False`` for a
-        caller that consumes a flow-controlled queue itself.
+        receiving thread lends the reader next time).
         """
         reader = self._reader
         if reader is None or reader.finished is not None:
@@ -717,7 +713,7 @@ class TcpConnection(Connection):
                 wait = min(BORROW_SLICE, deadline - _monotonic())
                 if wait <= 0:
                     break
-                reason = self._read_step(reader, wait, None, patient, mask)
+                reason = self._read_step(reader, wait, None, mask)
                 if reason is not None:
                     break
         finally:

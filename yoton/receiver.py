@@ -72,18 +72,15 @@ class SocketReader:
         self,
         wait: float,
         deferred: list | None,
-        patient: bool = True,
         mask_signals: bool = False,
     ) -> str | None:
         """Wait up to ``wait`` s for data, read once, parse and route what is complete.
 
         Returns None to go on, else why the stream ended (``STOP_QUIETLY`` when
         the connection was closed here). ``deferred`` are wake-ups to run before
-        blocking. ``patient`` waits for slow flow-controlled consumers (a thread
-        that is itself a consumer must not wait for itself). ``mask_signals``
-        (for the main thread) makes signals wait from the moment data is read
-        until it is delivered: a KeyboardInterrupt raised in between would
-        lose what was read.
+        blocking. ``mask_signals`` (for the main thread) makes signals wait from
+        the moment data is read until it is delivered: a KeyboardInterrupt
+        raised in between would lose what was read.
         """
         if self._need_read:
             if deferred:
@@ -91,11 +88,11 @@ class SocketReader:
             if not self._poller.poll(wait * 1000):
                 return self._quiet()
         if not mask_signals:
-            return self._take(deferred, patient)
+            return self._take(deferred)
         previous = None
         try:
             previous = signal.pthread_sigmask(signal.SIG_BLOCK, BLOCKED_SIGNALS)
-            return self._take(deferred, patient)
+            return self._take(deferred)
         finally:
             if previous is None:  # a handler raised as the mask was set
                 signal.pthread_sigmask(signal.SIG_UNBLOCK, BLOCKED_SIGNALS)
@@ -112,7 +109,7 @@ class SocketReader:
             conn._timedout_signal.emit(conn, True)
         return None
 
-    def _take(self, deferred: list | None = None, patient: bool = True) -> str | None:
+    def _take(self, deferred: list | None = None) -> str | None:
         """Read what is there (or parse what is buffered), then route it."""
         conn = self.connection
         view = self._view
@@ -173,7 +170,7 @@ class SocketReader:
         elif packages and self._large_mode and packages[-1].data:
             self._large_mode = False
         if packages:
-            reason = self._deliver_flow_controlled(packages, signals, deferred, patient)
+            reason = self._deliver_flow_controlled(packages, signals, deferred)
             if reason:
                 return reason
         start, end = self._start, self._end
@@ -222,7 +219,7 @@ class SocketReader:
         return wire.Package(data, slot, sid, sseq, did, dseq)
 
     def _deliver_flow_controlled(
-        self, packages: list, signals: int, deferred: list | None, patient: bool
+        self, packages: list, signals: int, deferred: list | None
     ) -> str | None:
         """Deliver in slices; after each, wait for subscribers that fell behind.
 
@@ -237,7 +234,7 @@ class SocketReader:
                     return reason
             else:
                 full = self._deliver_to(part, self.connection)
-            if full and patient:
+            if full:
                 if deferred:
                     wakeups.run_deferred(deferred)
                 for queue in full:
