@@ -66,7 +66,7 @@ _JOIN_LIMIT = 16 << 10
 _LARGE_WAIT = 0.02
 _IOV_MAX = 512
 #: A local sender that finds this many frames queued writes them itself.
-_PRODUCER_BATCH = 256
+_PRODUCER_BATCH = 64
 _MSG_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
 #: A frame queued this long after the previous one is sent by the caller itself.
 _INLINE_GAP = 0.0002
@@ -300,6 +300,8 @@ class TcpConnection(Connection):
         self._socket_full = False  # a sender found the socket buffer full
         self._queued_total = 0  # buffers ever queued
         self._sent_total = 0  # buffers ever handed to the socket
+        self._producer_writes = 0  # batches written by producers themselves
+        self._flushing = 0  # threads waiting in flush()
         self._dropped = 0
         self._last_recv = time.monotonic()
         self._last_send = 0.0
@@ -420,6 +422,7 @@ class TcpConnection(Connection):
                     return self._out_bytes > HIGH_WATER_BYTES
                 # One system call's worth from the front; the rest stays queued.
                 batch = [out.popleft() for _ in range(min(len(out), _IOV_MAX))]
+                self._producer_writes += 1
                 self._out_bytes -= sum(map(len, batch))
         # We hold the send lock: no other frame can be written before these.
         try:
@@ -497,18 +500,38 @@ class TcpConnection(Connection):
         deadline = time.monotonic() + timeout
         with self._out_cond:
             target = self._queued_total
-            self._out_cond.notify_all()  # the IO thread confirms what was sent
-            while self._sent_total < target:
-                if self._status < STATUS_CLOSING:
-                    raise ConnectionClosedError(
-                        f"Connection closed while flushing: {self._close_reason}"
-                    )
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise TimeoutError(
-                        f"Sending the queued packages took more than {timeout} s."
-                    )
-                self._out_cond.wait(remaining)
+            self._flushing += 1  # the IO thread stops lingering
+            self._out_cond.notify_all()  # and confirms what was sent
+            try:
+                while self._sent_total < target:
+                    if self._status < STATUS_CLOSING:
+                        raise ConnectionClosedError(
+                            f"Connection closed while flushing: {self._close_reason}"
+                        )
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise TimeoutError(
+                            f"Sending the queued packages took more than {timeout} s."
+                        )
+                    self._out_cond.wait(remaining)
+            finally:
+                self._flushing -= 1
+
+    def _linger(self) -> None:
+        """Dense traffic (out lock held): let frames gather for a moment, and stay
+        out of the way while producers write full batches themselves, so a
+        stream costs neither a wake-up per frame nor a fight for the GIL."""
+        cond = self._out_cond
+        while True:
+            writes = self._producer_writes
+            cond.wait(_LINGER)
+            if (
+                self._producer_writes == writes
+                or self._socket_full
+                or self._flushing
+                or self._status < STATUS_HOSTING
+            ):
+                return
 
     def _sending_loop(self) -> None:
         sock = self._sock
@@ -517,11 +540,8 @@ class TcpConnection(Connection):
         try:
             while True:
                 with cond:
-                    if not self._out and self._status >= STATUS_HOSTING and lingering:
-                        # Dense traffic: let frames gather for a moment without
-                        # producers paying for a wake-up per frame.
-                        cond.wait(_LINGER)
-                        lingering = bool(self._out)
+                    if lingering and self._status >= STATUS_HOSTING:
+                        self._linger()
                     if not self._out and self._status >= STATUS_HOSTING:
                         self._sender_idle = True
                         cond.wait(self._heartbeat_interval)
