@@ -24,12 +24,14 @@ from collections.abc import Callable
 from types import TracebackType
 
 from kernel.streams import InputStream, KernelStdio, OutputBuffer
+from yoton.threads import start_thread
 
 PS1 = ">>> "
 PS2 = "... "
 
 _KERNEL_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
 _MAIN_THREAD_ID = threading.main_thread().ident
+_CAN_KILL_THREAD = hasattr(signal, "pthread_kill")
 _NEWLINE = re.compile(r"\r\n|\r|\n")  # what the tokenizer treats as a line end
 
 
@@ -66,9 +68,16 @@ class InterruptGuard:
     def __init__(self) -> None:
         self.active = False
         self.pending = False
+        #: Times the handler ran; a SigintWatcher waits on ``handled`` for it.
+        self.received = 0
+        # Reentrant: the handler may run again inside itself (a second SIGINT).
+        self.handled = threading.Condition(threading.RLock())
 
     def handle_sigint(self, signum: int, frame: types.FrameType | None) -> None:
         """Signal handler for SIGINT."""
+        with self.handled:
+            self.received += 1
+            self.handled.notify_all()
         if self.active:
             raise KeyboardInterrupt
         self.pending = True
@@ -81,6 +90,86 @@ class InterruptGuard:
         """Context manager for kernel work inside user code (e.g. publishing the
         input() prompt): SIGINT is delayed to the end of the section."""
         return _Section(self, False)
+
+
+#: Sent to the main thread to make a blocking call return so a pending SIGINT
+#: handler runs; its own handler does nothing. A real-time signal, which
+#: nothing else uses, where the platform has them.
+POKE_SIGNAL: int | None = (
+    signal.SIGRTMAX - 2 if hasattr(signal, "SIGRTMAX") and _CAN_KILL_THREAD else None
+)
+#: After a SIGINT, how long the watcher waits for its handler before each poke.
+POKE_DELAYS = (0.02, 0.05, 0.1, 0.2)
+
+
+class SigintWatcher:
+    """Makes sure a SIGINT reaches the main thread's handler, even at a bad moment.
+
+    CPython runs the handler only when the main thread next checks for signals.
+    A SIGINT that lands just before the main thread enters a blocking call
+    (``time.sleep``, a read), for instance while it waits to get the GIL back,
+    or that the OS hands to a thread user code started, leaves that call
+    blocked to its end. The C-level handler also writes the signal number to
+    the wakeup fd: this thread reads it and, when the handler has not run
+    shortly after, sends the main thread POKE_SIGNAL, whose handler does
+    nothing. The blocking call returns EINTR and the pending SIGINT handler runs.
+    """
+
+    def __init__(self, guard: InterruptGuard, on_sigint: Callable[[], None]) -> None:
+        self._guard = guard
+        self._on_sigint = on_sigint
+        self._read, self._write = socket.socketpair()
+        self._write.setblocking(False)
+        self._seen = 0  # SIGINTs read from the wakeup fd, resynced with the guard
+        self._thread: threading.Thread | None = None
+
+    @property
+    def wakeup_fd(self) -> int:
+        """The fd to give ``signal.set_wakeup_fd``."""
+        return self._write.fileno()
+
+    def start(self) -> None:
+        """Install the poke handler and start watching (main thread only)."""
+        if POKE_SIGNAL is not None:
+            signal.signal(POKE_SIGNAL, _ignore_signal)
+        self._seen = self._guard.received
+        self._thread = start_thread(self._run, name="kernel-sigint-watcher")
+
+    def _run(self) -> None:
+        while True:
+            try:
+                data = self._read.recv(64)
+            except OSError:
+                return
+            if not data:
+                return
+            count = data.count(signal.SIGINT)
+            if count:
+                self._seen += count
+                self._on_sigint()
+                self._see_handled()
+
+    def _see_handled(self) -> None:
+        """Wait for the handler to run; poke the main thread while it does not."""
+        guard = self._guard
+        for delay in POKE_DELAYS:
+            with guard.handled:
+                if guard.handled.wait_for(lambda: guard.received >= self._seen, delay):
+                    return
+            if POKE_SIGNAL is None:
+                break
+            signal.pthread_kill(_MAIN_THREAD_ID, POKE_SIGNAL)
+        # Two SIGINTs may have run the handler once, or the main thread runs C
+        # code that holds the GIL: count what we saw as handled and go on.
+        self._seen = guard.received
+
+    def close(self) -> None:
+        """Stop the watching thread."""
+        self._write.close()
+
+
+def _ignore_signal(signum: int, frame: types.FrameType | None) -> None:
+    pass
 
 
 class _Section:
@@ -121,9 +210,9 @@ class _Section:
 class LineQueue:
     """Lines of ctrl-command messages in arrival order; ``get`` waits interruptibly.
 
-    The waiting thread sleeps in select() on a socket pair that ``put`` writes to.
-    The kernel also makes it the signal wakeup fd (``signal.set_wakeup_fd``), so a
-    SIGINT wakes the wait even when the OS delivers it to another thread.
+    The waiting thread sleeps in select() on a socket pair that ``put`` and
+    ``wake`` write to; the kernel's SigintWatcher calls ``wake`` on a SIGINT, so
+    the wait ends even when the OS delivers the signal to another thread.
     """
 
     def __init__(self, guard: InterruptGuard | None = None) -> None:
@@ -135,20 +224,19 @@ class LineQueue:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
 
-    @property
-    def wakeup_fd(self) -> int:
-        """Writing a byte here wakes a waiting ``get`` (for signal.set_wakeup_fd)."""
-        return self._wake_w.fileno()
-
     def put(self, message: str) -> None:
         """Add the lines of one message."""
         lines = deque(split_lines(message))
         with self._lock:
             self._messages.append(lines)
+        self.wake()
+
+    def wake(self) -> None:
+        """Make a waiting ``get`` look again (and run a pending signal handler)."""
         try:
             self._wake_w.send(b"\0")
-        except BlockingIOError:
-            pass  # the socket is full of wake-ups already
+        except (BlockingIOError, OSError):
+            pass  # full of wake-ups already, or closed
 
     def get(self) -> str:
         """Take the next line, waiting for one; SIGINT interrupts the wait."""
@@ -242,6 +330,7 @@ class Interpreter:
         self._count = 0  # numbers the <python-input-N> pseudo files
         self._status: str | None = None
         self._builtin_input = builtins.input
+        self._sigint_watcher: SigintWatcher | None = None
 
     # -- setup ---------------------------------------------------------------
 
@@ -257,8 +346,10 @@ class Interpreter:
 
     def install_sigint_handler(self) -> None:
         """Let SIGINT interrupt user code and the wait for a line (main thread only)."""
-        signal.set_wakeup_fd(self.lines.wakeup_fd, warn_on_full_buffer=False)
+        self._sigint_watcher = SigintWatcher(self.guard, self.lines.wake)
+        signal.set_wakeup_fd(self._sigint_watcher.wakeup_fd, warn_on_full_buffer=False)
         signal.signal(signal.SIGINT, self.guard.handle_sigint)
+        self._sigint_watcher.start()
 
     def set_status(self, status: str) -> None:
         """Publish ``status`` if it differs from the last one published."""

@@ -329,6 +329,41 @@ def test_sigint_interrupts_running_code(kernel, code):
     assert peer.execute("'survived'") == ("'survived'\n", "")
 
 
+SIGINT_TAKEN_ELSEWHERE = """\
+import signal, threading, time
+ready = threading.Event()
+def take_sigint():
+    _ = signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    ready.set()
+    time.sleep(60)
+threading.Thread(target=take_sigint, daemon=True).start()
+_ = ready.wait()
+_ = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+try:
+    print('sleeping', flush=True)
+    time.sleep(60)
+finally:
+    _ = signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+"""
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="needs pthread_kill")
+def test_sigint_that_misses_the_main_thread_still_interrupts(kernel):
+    # The SIGINT's handler is due, but the main thread sleeps on: here because a
+    # thread of user code takes the signal, in real life also because it lands
+    # just before the main thread enters time.sleep (a rare race in CPython).
+    peer, proc = kernel
+    peer.send(SIGINT_TAKEN_ELSEWHERE)
+    assert peer.out.recv(WAIT) == "sleeping\n"
+    peer.prompt.recv_all()  # those of the statements before (sent before this)
+    os.kill(proc.pid, signal.SIGINT)
+    peer.wait_prompt(">>> ")
+    out, err = peer.output()
+    assert err.endswith("KeyboardInterrupt\n")
+    assert peer.execute("'survived'") == ("'survived'\n", "")
+
+
 def test_sigint_while_idle_gives_fresh_prompt(kernel):
     peer, proc = kernel
     peer.send("if True:\n")
