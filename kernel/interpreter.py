@@ -93,8 +93,8 @@ class InterruptGuard:
 
 
 #: Sent to the main thread to make a blocking call return so a pending SIGINT
-#: handler runs; its own handler does nothing. A real-time signal, which
-#: nothing else uses, where the platform has them.
+#: handler runs; its own handler does nothing. A real-time signal near the top
+#: of the range, which libraries rarely use, where the platform has them.
 POKE_SIGNAL: int | None = (
     signal.SIGRTMAX - 2 if hasattr(signal, "SIGRTMAX") and _CAN_KILL_THREAD else None
 )
