@@ -45,7 +45,16 @@ class PubChannel(BaseChannel):
         """Send a message to all subscribers; it arrives as one message."""
         data = self.message_to_bytes(message)
         if self._full_subscribers or self._sync_subscribers:
-            self._wait_for_subscribers()
+            self._send_synced(data)
+        elif self._closed:
+            self._check_open()
+        elif data:  # the empty message is not sent
+            # BaseChannel._send, inlined: this runs once per message.
+            self._context._send_frame(self._slot_out_h, data)
+
+    def _send_synced(self, data: bytes) -> None:
+        # A subscriber asked us to wait for it (sync mode, or a 2.2 "full").
+        self._wait_for_subscribers()
         seq = self._send(data)
         if self._sync_subscribers and seq:
             with self._sync_cond:
