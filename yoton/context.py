@@ -385,7 +385,12 @@ class Context:
             seqs = self._source_seqs
             routes = self._routes
             receiving = self._receiving_channels
-            forward_to = [c for c in self._connections if c is not via and c.is_alive]
+            connections = self._connections
+            forward_to = (
+                [c for c in connections if c is not via and c.is_alive]
+                if len(connections) > 1
+                else None
+            )
             recv_seq = self._recv_seq
             last_sid = last_seq = None
             last_slot = last_list = None
@@ -426,20 +431,19 @@ class Context:
                 seqs[last_sid] = last_seq
             self._recv_seq = recv_seq
             # Deposit while holding the lock so recv_seq order is kept per channel.
+            after = full = None
             for slot, items in deposits.items():
-                receiving[slot]._recv_packages(items)
-            after = []
-            full = None
-            for slot in deposits:
                 channel = receiving[slot]
-                handler = getattr(channel, "_after_deposit", None)
-                if handler is not None:
-                    after.append(handler)
-                if channel._q_in.over_high_water():
+                channel._recv_packages(items)
+                if channel._after_deposit is not None:
+                    after = after or []
+                    after.append(channel._after_deposit)
+                elif channel._q_in.over_high_water():
                     full = full or []
                     full.append(channel._q_in)
-        for handler in after:
-            handler()
+        if after:
+            for handler in after:
+                handler()
         for package in context_packages:
             self._recv_context_package(package, via)
         return full

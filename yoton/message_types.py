@@ -363,7 +363,11 @@ def _decode(buf: bytes | memoryview, pos: int, end: int, depth: int) -> tuple[An
     start = pos
     pos += 1
     if code == _STR:
-        n, pos = _read_len(buf, pos, end)
+        n = buf[pos] if pos < end else 255  # a short length inline, else the slow way
+        if n == 255:
+            n, pos = _read_len(buf, pos, end)
+        else:
+            pos += 1
         if n > end - pos:
             raise DecodeError(
                 f"str at byte {start} declares {n} bytes, only {end - pos} left"
@@ -397,7 +401,11 @@ def _decode(buf: bytes | memoryview, pos: int, end: int, depth: int) -> tuple[An
                 f"containers nested more than {MAX_DEPTH} deep at byte {start}"
             )
         depth += 1
-        n, pos = _read_len(buf, pos, end)
+        n = buf[pos] if pos < end else 255  # a short count inline, else the slow way
+        if n == 255:
+            n, pos = _read_len(buf, pos, end)
+        else:
+            pos += 1
         # Every value takes at least one byte: refuse counts the data cannot hold.
         need = 2 * n if code == _DICT else n
         if need > end - pos:

@@ -12,7 +12,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-_local = threading.local()
+
+class _Local(threading.local):
+    pending: list[Callable[[], None]] | None = None  # a miss costs an exception
+
+
+_local = _Local()
 
 
 def defer_in_this_thread() -> list[Callable[[], None]]:
@@ -24,7 +29,7 @@ def defer_in_this_thread() -> list[Callable[[], None]]:
 
 def wake(release: Callable[[], None]) -> None:
     """Call ``release`` now, or when this thread runs its deferred wake-ups."""
-    pending = getattr(_local, "pending", None)
+    pending = _local.pending
     if pending is None:
         release()
     else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from .. import events, wire
@@ -140,6 +141,10 @@ class BaseChannel:
             return self._q_in.pop(block)
         except Empty:
             return None
+
+    #: A channel that handles its packages itself sets this to a method the
+    #: context calls after depositing (outside the routing lock).
+    _after_deposit: Callable[[], None] | None = None
 
     def _recv_packages(self, packages: list) -> None:
         """Called by the context (routing lock held) with packages for this slot."""

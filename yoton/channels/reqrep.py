@@ -16,6 +16,7 @@ import threading
 import time
 import traceback
 import types
+from collections import deque
 from typing import Any
 
 from .. import events, wakeups
@@ -254,7 +255,8 @@ class Future:
             self._status = status
             self._result = value
         wakeups.wake(self._gate.release)
-        self._run_callbacks()
+        if self._callbacks or self._waiters:
+            self._run_callbacks()
         return True
 
     def _add_waiter(self, fn) -> None:
@@ -334,6 +336,9 @@ class ReqChannel(BaseChannel):
         self._repliers: dict[int, int] = {}  # known replier id -> outstanding calls
         self._timer_cond = threading.Condition(self._lock)
         self._timer_thread: threading.Thread | None = None
+        # Replies and acknowledgements, from the routing lock to _after_deposit;
+        # a deque (thread-safe appends and pops) is all they need, not a queue.
+        self._arrived: deque = deque()
 
     def _messaging_patterns(self) -> tuple[str, str]:
         return "req-rep", "rep-req"
@@ -429,13 +434,17 @@ class ReqChannel(BaseChannel):
 
     # -- receiving -----------------------------------------------------------------
 
+    def _recv_packages(self, packages: list) -> None:
+        self._arrived.extend(packages)  # routing lock held: handled right after
+
     def _after_deposit(self) -> None:
         """Handle acknowledgements and replies (called outside the routing lock)."""
-        queue = self._q_in
-        while queue._items:  # looked at first: an empty pop costs an exception
-            package = self._recv(False)
-            if package is None:
-                return
+        arrived = self._arrived
+        while arrived:  # looked at first: an empty pop costs an exception
+            try:
+                package = arrived.popleft()
+            except IndexError:
+                return  # another receiving thread took it
             if package.dest_id != self._context.id:
                 continue
             if package.dest_seq >= REQREP_SEQ_REF:
@@ -492,10 +501,8 @@ class ReqChannel(BaseChannel):
         with self._lock:
             future = self._futures.pop(package.dest_seq, None)
             replier = package.source_id
-            if replier in self._repliers:
-                self._repliers[replier] = max(0, self._repliers[replier] - 1)
-            else:
-                self._repliers[replier] = 0
+            outstanding = self._repliers.get(replier, 0)
+            self._repliers[replier] = outstanding - 1 if outstanding > 0 else 0
         if future is None:
             return
         try:
