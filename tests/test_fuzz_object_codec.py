@@ -10,7 +10,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from yoton.errors import DecodeError
-from yoton.message_types import MAX_DEPTH, decode_object, encode_object
+from yoton.message_types import (
+    MAX_DEPTH,
+    decode_object,
+    decode_request,
+    encode_object,
+    encode_request,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -155,3 +161,46 @@ def test_huge_length_rejected_fast(code, prefix_depth):
 @given(st.integers(0, 2**64 - 1), st.sampled_from(b"ltdsy"), st.binary(max_size=64))
 def test_any_long_length_is_safe(n, code, rest):
     decode_or_error(bytes([code]) + b"\xff" + struct.pack("<Q", n) + rest)
+
+
+# -- the RPC request shortcuts: the same bytes and values as the general codec ------
+
+requests = st.tuples(
+    st.text(),
+    st.lists(values, max_size=4).map(tuple),
+    st.dictionaries(st.text(), values, max_size=3),
+)
+
+
+def same_decoding(data: bytes) -> None:
+    """decode_request gives what decode_object gives (value or DecodeError)."""
+    try:
+        expected = decode_object(data)
+    except DecodeError:
+        with pytest.raises(DecodeError):
+            decode_request(data)
+        return
+    assert decode_request(data) == expected
+
+
+@FUZZ_VALUES
+@given(requests)
+def test_request_encoding_is_the_object_encoding(request):
+    data = encode_request(*request)
+    assert data == encode_object(request)
+    assert decode_request(data) == request
+
+
+@FUZZ
+@given(
+    st.sampled_from([b"t\x03s\x04echo", b"t\x03s\x01x", b"t\x03", b"t\x03s\xff"]),
+    st.lists(tokens, max_size=20).map(b"".join),
+)
+def test_request_decoding_of_random_bytes(head, rest):
+    same_decoding(head + rest)
+
+
+@FUZZ_VALUES
+@given(mutated_encodings())
+def test_request_decoding_of_mutated_encodings(data):
+    same_decoding(data)

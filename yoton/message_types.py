@@ -334,6 +334,28 @@ def encode_object(obj: Any) -> bytes:
     return b"".join(out)
 
 
+_REQUEST_HEAD = _TYPE_LEN(_TUPLE, 3)
+_EMPTY_DICT = bytes([_DICT, 0])
+
+
+def encode_request(name: str, args: tuple, kwargs: dict) -> bytes:
+    """``encode_object((name, args, kwargs))``, the shape of every RPC call, with
+    the outer tuple and an empty kwargs written directly (twice as fast)."""
+    if type(name) is not str or type(args) is not tuple or type(kwargs) is not dict:
+        return encode_object((name, args, kwargs))
+    out = [_REQUEST_HEAD]
+    try:
+        _encode_str(name, out)
+        _encode_container(args, out, 1)
+        if kwargs:
+            _encode_container(kwargs, out, 1)
+        else:
+            out.append(_EMPTY_DICT)
+    except _PathError:
+        return encode_object((name, args, kwargs))  # raises, naming the path
+    return b"".join(out)
+
+
 # --- object codec: decoding ------------------------------------------------------
 
 _unpack_q = struct.Struct("<q").unpack_from
@@ -481,6 +503,27 @@ def decode_object(data: bytes | bytearray | memoryview) -> Any:
             view = mv
         with view:
             return _decode_all(view)
+
+
+def decode_request(data: bytes | bytearray | memoryview) -> Any:
+    """``decode_object(data)``, faster for what :func:`encode_request` makes
+    (anything else, or anything malformed, takes the general way)."""
+    if type(data) is bytes and data[:2] == _REQUEST_HEAD and len(data) > 4:
+        size = data[3]
+        pos = 4 + size
+        end = len(data)
+        if data[2] == _STR and size < 255 and pos <= end:
+            try:
+                name = str(data[4:pos], "utf-8")
+                args, pos = _decode(data, pos, end, 1)
+                if data[pos:] == _EMPTY_DICT:
+                    return name, args, {}
+                kwargs, pos = _decode(data, pos, end, 1)
+                if pos == end:
+                    return name, args, kwargs
+            except (UnicodeDecodeError, DecodeError, RecursionError):
+                pass  # decode_object says what is wrong
+    return decode_object(data)
 
 
 def _decode_all(buf: bytes | memoryview) -> Any:

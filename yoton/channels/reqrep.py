@@ -27,7 +27,7 @@ from ..errors import (
     ReplierLostError,
     TimeoutError,
 )
-from ..message_types import OBJECT
+from ..message_types import OBJECT, decode_request, encode_request
 from ..queues import Empty
 from ..threads import start_thread
 from .base import BaseChannel
@@ -357,7 +357,7 @@ class ReqChannel(BaseChannel):
     # -- making requests -----------------------------------------------------------
 
     def _request(self, name: str, args: tuple, kwargs: dict) -> Future:
-        data = self.message_to_bytes((name, args, kwargs))  # EncodeError at once
+        data = encode_request(name, args, kwargs)  # EncodeError at once
         self._check_open()
         with self._lock:
             self._counter += 1
@@ -741,8 +741,7 @@ class RepChannel(BaseChannel):
 
     def _call(self, package) -> Any:
         try:
-            request = self.message_from_bytes(package.data)
-            name, args, kwargs = request
+            name, args, kwargs = decode_request(package.data)
             method = self._public_method(name)
             if not isinstance(args, list | tuple) or not isinstance(kwargs, dict):
                 raise TypeError("A request carries (name, args tuple, kwargs dict).")
