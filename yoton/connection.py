@@ -301,7 +301,7 @@ class TcpConnection(Connection):
         self._queued_total = 0  # buffers ever queued
         self._sent_total = 0  # buffers ever handed to the socket
         self._producer_writes = 0  # batches written by producers themselves
-        self._flushing = 0  # threads waiting in flush()
+        self._flush_target = 0  # flush() waits until _sent_total reaches it
         self._dropped = 0
         self._last_recv = time.monotonic()
         self._last_send = 0.0
@@ -500,22 +500,21 @@ class TcpConnection(Connection):
         deadline = time.monotonic() + timeout
         with self._out_cond:
             target = self._queued_total
-            self._flushing += 1  # the IO thread stops lingering
-            self._out_cond.notify_all()  # and confirms what was sent
-            try:
-                while self._sent_total < target:
-                    if self._status < STATUS_CLOSING:
-                        raise ConnectionClosedError(
-                            f"Connection closed while flushing: {self._close_reason}"
-                        )
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        raise TimeoutError(
-                            f"Sending the queued packages took more than {timeout} s."
-                        )
-                    self._out_cond.wait(remaining)
-            finally:
-                self._flushing -= 1
+            # The IO thread confirms what was sent, neither lingering nor idling
+            # first (producers may have written it all themselves).
+            self._flush_target = max(self._flush_target, target)
+            self._out_cond.notify_all()
+            while self._sent_total < target:
+                if self._status < STATUS_CLOSING:
+                    raise ConnectionClosedError(
+                        f"Connection closed while flushing: {self._close_reason}"
+                    )
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(
+                        f"Sending the queued packages took more than {timeout} s."
+                    )
+                self._out_cond.wait(remaining)
 
     def _linger(self) -> None:
         """Dense traffic (out lock held): let frames gather for a moment, and stay
@@ -528,7 +527,7 @@ class TcpConnection(Connection):
             if (
                 self._producer_writes == writes
                 or self._socket_full
-                or self._flushing
+                or self._sent_total < self._flush_target
                 or self._status < STATUS_HOSTING
             ):
                 return
@@ -542,7 +541,11 @@ class TcpConnection(Connection):
                 with cond:
                     if lingering and self._status >= STATUS_HOSTING:
                         self._linger()
-                    if not self._out and self._status >= STATUS_HOSTING:
+                    if (
+                        not self._out
+                        and self._status >= STATUS_HOSTING
+                        and self._sent_total >= self._flush_target
+                    ):
                         self._sender_idle = True
                         cond.wait(self._heartbeat_interval)
                         self._sender_idle = False
