@@ -591,7 +591,7 @@ def test_stale_ack_does_not_stall_replier(calc, pair):
     rep, req, _ = calc
     assert req.add(1, 1).result(T) == 2
     with rep._lock:
-        rep._pre_requests.append((pair[1].id, 12345))  # never made (or long done)
+        rep._pre_requests[(pair[1].id, 12345)] = None  # never made (or long done)
     rep._acknowledge_next()
     assert wait_until(lambda: rep._acked is None)
     futures = [req.add(i, 1) for i in range(3)]
@@ -995,6 +995,18 @@ def test_flood_larger_than_replier_queue(pair):
         assert req.add(1, 1).result(T) == 2  # still serving
     finally:
         rep_ctx.close()
+
+
+def test_burst_of_calls_to_one_replier_starves_none(pair):
+    # Every pending call is re-asked twice a second; the replier must still
+    # serve them all, oldest first (each ask once cost it O(pending) work, and
+    # a re-ask sent the call to the back of the line: some never got served).
+    rep_ctx, req_ctx = pair
+    Calc(rep_ctx, slot="burst").set_mode("thread")
+    req = yoton.ReqChannel(req_ctx, "burst", default_future_timeout=30)
+    assert req.add(0, 0).result(T) == 0
+    futures = [req.add(i, 1) for i in range(4000)]
+    assert [future.result(30) for future in futures] == list(range(1, 4001))
 
 
 def test_flood_with_small_requester_queue(net):

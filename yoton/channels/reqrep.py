@@ -559,7 +559,9 @@ class RepChannel(BaseChannel):
         super().__init__(context, slot_base, OBJECT)
         self._mode = 0
         self._lock = threading.Lock()
-        self._pre_requests: list = []  # (requester id, request id) that asked
+        # (requester id, request id) that asked, oldest first; a dict, so that
+        # the requests of a flood each cost O(1) (requesters re-ask often).
+        self._pre_requests: dict[tuple[int, int], None] = {}
         self._acked: tuple[int, int, float] | None = None
         self._busy = False
         self._serving = False  # a serving thread runs (or is starting)
@@ -691,17 +693,21 @@ class RepChannel(BaseChannel):
         key = (package.source_id, package.dest_seq - REQREP_SEQ_REF)
         what = bytes(package.data)
         with self._lock:
-            self._pre_requests = [p for p in self._pre_requests if p != key]
             if what == _ASK:
-                self._pre_requests.append(key)
-            elif what == _FORGET and self._acked and self._acked[:2] == key:
+                # A repeated ask keeps its place: the oldest is served first.
+                self._pre_requests.setdefault(key, None)
+                return
+            self._pre_requests.pop(key, None)
+            if what == _FORGET and self._acked and self._acked[:2] == key:
                 self._acked = None
 
     def _sources_lost(self, ids: list[int]) -> None:
         """Forget what requesters that can no longer be reached asked for."""
         lost = set(ids)
         with self._lock:
-            self._pre_requests = [p for p in self._pre_requests if p[0] not in lost]
+            self._pre_requests = {
+                p: None for p in self._pre_requests if p[0] not in lost
+            }
             if self._acked and self._acked[0] in lost:
                 self._acked = None
         self._acknowledge_next()
@@ -715,7 +721,8 @@ class RepChannel(BaseChannel):
                 return
             if self._mode == 0 or self._closed:
                 return
-            requester, request_id = self._pre_requests.pop(0)
+            requester, request_id = key = next(iter(self._pre_requests))
+            del self._pre_requests[key]
             self._acked = (requester, request_id, time.monotonic())
         try:
             self._send(_ACK, requester, request_id + REQREP_SEQ_REF, block=False)
