@@ -7,7 +7,10 @@ so the tests can see which thread completed a future.
 
 from __future__ import annotations
 
+import dis
+import random
 import signal
+import sys
 import threading
 import time
 
@@ -208,3 +211,58 @@ def test_signals_while_the_main_thread_reads_lose_nothing(served):
     assert results == list(range(300))
     received = [sub.recv(T) for _ in range(3000)]
     assert received == [f"s{i}" for i in range(3000)]
+
+
+def _points_after_calls(code) -> set:
+    """Offsets of the instructions that follow a call: where CPython checks for
+    pending signals (and so where a handler's exception can appear)."""
+    instructions = list(dis.get_instructions(code))
+    return {
+        following.offset
+        for ins, following in zip(instructions, instructions[1:])
+        if ins.opname in ("CALL", "CALL_FUNCTION_EX", "BEFORE_WITH")
+        or ins.opname.startswith("CALL_")
+    }
+
+
+@pytest.mark.timeout(60, method="thread")  # a wedged connection hangs, not raises
+def test_an_exception_wherever_a_signal_can_land_in_queue_loses_nothing(served):
+    """Like a Ctrl-C handler would, raise in the main thread's TcpConnection._queue
+    right after a call returns (where CPython runs signal handlers), at random
+    such points: the connection must neither wedge (the socket left owned by
+    nobody) nor lose frames queued before (a batch taken off the queue)."""
+    server, client, req = served
+    req.close()
+    req = yoton.ReqChannel(client, "svc", default_future_timeout=60)
+    code = yoton.connection.TcpConnection._queue.__code__
+    points = _points_after_calls(code)
+    rng = random.Random(1)
+
+    def local(frame, event, _arg):
+        if event == "opcode" and frame.f_lasti in points and rng.random() < 0.05:
+            raise Poke()
+        return local
+
+    def tracer(frame, event, _arg):
+        if frame.f_code is code:
+            frame.f_trace_opcodes = True
+            return local
+        return None
+
+    pokes = 0
+    futures = []
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    try:
+        for i in range(3000):
+            sys.settrace(tracer)  # an exception from it switches it off
+            try:
+                futures.append(req.echo(i))
+            except Poke:
+                pokes += 1  # this call may or may not have gone out
+    finally:
+        sys.settrace(None)
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == mask  # none left blocked
+    assert pokes > 100
+    results = [future.result(30) for future in futures]
+    assert results == sorted(results)  # every call we got a future for came back
+    assert req.echo("after").result(T) == "after"

@@ -19,6 +19,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from itertools import islice
 from typing import TYPE_CHECKING
 
 from . import wakeups, wire
@@ -32,7 +33,8 @@ from .receiver import (  # noqa: F401 - the close reasons are part of this API
     STOP_QUIETLY,
     SocketReader,
 )
-from .threads import start_thread
+from .threads import BLOCKED_SIGNALS, start_thread
+from .threads import pthread_sigmask as _sigmask
 
 if TYPE_CHECKING:
     from .context import Context
@@ -81,6 +83,7 @@ BORROW_SLICE = 0.02
 _monotonic = time.monotonic
 _CAN_MASK = hasattr(signal, "pthread_sigmask")
 _MAIN_THREAD_ID = threading.main_thread().ident
+_get_ident = threading.get_ident
 _HEADER_SIZE = wire.HEADER_SIZE
 
 
@@ -309,7 +312,10 @@ class TcpConnection(Connection):
         self._max_message_size = context._max_message_size
         self._threads: list[threading.Thread] = []
         self._listen_sock: socket.socket | None = None
-        self._send_lock = threading.Lock()  # held while frames go to the socket
+        # True while one thread writes frames to the socket (guarded by
+        # _out_lock); writers that find it set queue their frames instead.
+        self._writing = False
+        self._writer_waiting = 0  # the sending thread waits for _writing to clear
         self._large_window = LargeMessageWindow(_LARGE_WAIT)
         self._reader: SocketReader | None = None
         self._lend_requested = False  # a thread wants to read for itself
@@ -373,86 +379,132 @@ class TcpConnection(Connection):
         for the IO thread to get the GIL.
         """
         size = len(data)
-        with self._out_lock:
-            status = self._status
-            if status < STATUS_WAITING:
-                return False
-            out = self._out
-            if self._out_bytes > FORWARD_LIMIT_BYTES and (forwarded or self._congested):
-                self._count_drop()
-                return False
-            inline = False
-            if not out:
-                now = _monotonic()
-                # A frame that follows a received one (a request after its
-                # previous reply, a reply) is sparse whatever the gap.
-                sparse = (
-                    now - self._last_queued > _INLINE_GAP or self._received_since_send
-                )
-                self._received_since_send = False
-                self._last_queued = now
-                # Sparse traffic (requests, prompts): no hand-off to the IO
-                # thread, no batching delay.
-                inline = (
-                    sparse
-                    and size <= _JOIN_LIMIT
-                    and not forwarded
-                    and status >= STATUS_HOSTING
-                    and self._send_lock.acquire(False)
-                )
-            if inline:
-                batch = None
-            else:
-                if size > _JOIN_LIMIT:
-                    out.append(header)
-                    out.append(data)
-                else:
-                    out.append(header + data)
-                self._queued_total += 1
-                self._out_bytes += size + _HEADER_SIZE
-                if (
-                    len(out) < _PRODUCER_BATCH
-                    or forwarded
-                    or self._socket_full
-                    or status < STATUS_HOSTING
-                    or not self._send_lock.acquire(False)
+        owns = False  # whether this thread writes to the socket (see _writing)
+        masked = False
+        previous = None
+        try:
+            with self._out_lock:
+                status = self._status
+                if status < STATUS_WAITING:
+                    return False
+                out = self._out
+                if self._out_bytes > FORWARD_LIMIT_BYTES and (
+                    forwarded or self._congested
                 ):
-                    if self._sender_idle:
-                        self._out_cond.notify()
-                    return self._out_bytes > HIGH_WATER_BYTES
-                # One system call's worth from the front; the rest stays queued.
-                batch = [out.popleft() for _ in range(min(len(out), _IOV_MAX))]
-                self._producer_writes += 1
-                self._out_bytes -= sum(map(len, batch))
-        # We hold the send lock: no other frame can be written before these.
-        try:
-            if batch is None:
-                self._sock.sendall(header + data)
-                self._last_send = _monotonic()
-            else:
-                self._send_batch_nowait(batch)
-        except OSError:
-            pass  # the receiving thread notices the broken socket and closes
+                    self._count_drop()
+                    return False
+                if not out:
+                    now = _monotonic()
+                    # A frame that follows a received one (a request after its
+                    # previous reply, a reply) is sparse whatever the gap.
+                    sparse = (
+                        now - self._last_queued > _INLINE_GAP
+                        or self._received_since_send
+                    )
+                    self._received_since_send = False
+                    self._last_queued = now
+                    # Sparse traffic (requests, prompts): no hand-off to the IO
+                    # thread, no batching delay.
+                    if (
+                        sparse
+                        and size <= _JOIN_LIMIT
+                        and not forwarded
+                        and status >= STATUS_HOSTING
+                        and not self._writing
+                    ):
+                        # One statement, no call in between: an exception from
+                        # a signal handler cannot leave _writing set and us
+                        # not knowing it (the finally below clears it).
+                        self._writing = owns = True
+                if owns:
+                    batch = None
+                else:
+                    if size > _JOIN_LIMIT:
+                        out.append(header)
+                        out.append(data)
+                    else:
+                        out.append(header + data)
+                    self._queued_total += 1
+                    self._out_bytes += size + _HEADER_SIZE
+                    if (
+                        len(out) < _PRODUCER_BATCH
+                        or forwarded
+                        or self._socket_full
+                        or status < STATUS_HOSTING
+                        or self._writing
+                    ):
+                        if self._sender_idle:
+                            self._out_cond.notify()
+                        return self._out_bytes > HIGH_WATER_BYTES
+                    fresh = deque()
+                    # Plain assignments from here on: no call in between, so
+                    # an exception from a signal handler finds the finally
+                    # below knowing what we took.
+                    self._writing = owns = True
+                    batch = out
+                    self._out = fresh
+                    self._out_bytes = 0
+                    self._producer_writes += 1
+            # We own the socket: no other frame can be written before these.
+            if _CAN_MASK and _get_ident() == _MAIN_THREAD_ID:
+                # A KeyboardInterrupt in the middle would cut a frame or lose
+                # the unsent rest of a batch: signals wait until we are done.
+                masked = True
+                previous = _sigmask(signal.SIG_BLOCK, BLOCKED_SIGNALS)
+            try:
+                if batch is None:
+                    self._sock.sendall(header + data)
+                    self._last_send = _monotonic()
+                else:
+                    self._send_batch_nowait(batch)
+            except OSError:
+                pass  # the receiving thread notices the broken socket and closes
+            batch = None
+            return False
         finally:
-            self._send_lock.release()
-        return False
+            try:
+                if owns:
+                    if batch:  # interrupted before writing: the frames go back
+                        # The raw lock: Condition.__enter__ is Python code,
+                        # where a signal handler could raise with it taken.
+                        with self._out_lock:
+                            newer = self._out
+                            self._out = batch
+                            self._writing = False
+                            batch.extend(newer)
+                            self._out_bytes = sum(map(len, batch))
+                    else:
+                        # A plain store, not under the lock: taking the lock
+                        # may wait, and a signal handler may raise meanwhile.
+                        self._writing = False
+            finally:
+                if masked:  # whatever was raised above: signals come back
+                    if previous is None:  # a handler raised as the mask was set
+                        _sigmask(signal.SIG_UNBLOCK, BLOCKED_SIGNALS)
+                    else:
+                        _sigmask(signal.SIG_SETMASK, previous)
+            if owns and self._writer_waiting:
+                with self._out_lock:
+                    self._out_cond.notify_all()
 
-    def _send_batch_nowait(self, batch: list) -> None:
-        """Write frames taken from the front of the queue without blocking (send
-        lock held); what the socket cannot take yet goes back to the front, and
-        the IO thread takes over until the socket drains."""
+    def _send_batch_nowait(self, batch: deque) -> None:
+        """Write frames taken from the front of the queue without blocking (we
+        own the socket); what the socket cannot take yet goes back to the
+        front, and the IO thread takes over until the socket drains."""
+        head = list(islice(batch, _IOV_MAX)) if len(batch) > _IOV_MAX else batch
         try:
-            sent = self._sock.sendmsg(batch, (), _MSG_DONTWAIT)
+            sent = self._sock.sendmsg(head, (), _MSG_DONTWAIT)
         except BlockingIOError:
             sent = 0
-        if sent == sum(map(len, batch)):
+        full = sent < sum(map(len, head))
+        if not full and head is batch:
             self._last_send = _monotonic()
             return
-        rest = _unsent(batch, sent)
+        rest = _unsent(list(batch), sent)
         with self._out_cond:
             self._out.extendleft(reversed(rest))
             self._out_bytes += sum(map(len, rest))
-            self._socket_full = True
+            self._socket_full = full
             self._out_cond.notify_all()
 
     def _count_drop(self) -> None:
@@ -553,16 +605,20 @@ class TcpConnection(Connection):
                         return
                     if not self._out and self._status == STATUS_CLOSING:
                         return
-                # Take the send lock before taking the frames, so an inline send
-                # by another thread can never overtake frames queued before it.
-                with self._send_lock:
-                    with cond:
-                        buffers = self._out
-                        count = self._queued_total
-                        self._out = deque()
-                        self._out_bytes = 0
-                        self._congested = False  # it takes data again
-                        cond.notify_all()
+                    # Own the socket before taking the frames, so an inline send
+                    # by another thread can never overtake frames queued before it.
+                    while self._writing:
+                        self._writer_waiting += 1
+                        cond.wait(self._heartbeat_interval)  # bounded: see _queue
+                        self._writer_waiting -= 1
+                    self._writing = True
+                    buffers = self._out
+                    count = self._queued_total
+                    self._out = deque()
+                    self._out_bytes = 0
+                    self._congested = False  # it takes data again
+                    cond.notify_all()
+                try:
                     lingering = bool(buffers)
                     if buffers:
                         _send_buffers(sock, buffers)
@@ -573,9 +629,11 @@ class TcpConnection(Connection):
                     ):
                         sock.sendall(wire.HEARTBEAT_FRAME)
                     self._last_send = time.monotonic()
-                with cond:
-                    self._sent_total = count
-                    cond.notify_all()
+                finally:
+                    with cond:
+                        self._writing = False
+                        self._sent_total = count
+                        cond.notify_all()
         except OSError as err:
             self.close_on_problem(f"Socket error while sending: {err}")
         except Exception:  # pragma: no cover - a bug; close rather than hang

@@ -20,13 +20,7 @@ from typing import TYPE_CHECKING
 
 from . import wakeups, wire
 from .threads import BLOCKED_SIGNALS
-
-try:
-    # The C function: signal.pthread_sigmask wraps it and turns the previous
-    # mask into Signals enums, which costs 6 us per step here.
-    from _signal import pthread_sigmask as _sigmask
-except ImportError:  # pragma: no cover - other interpreters
-    _sigmask = getattr(signal, "pthread_sigmask", None)
+from .threads import pthread_sigmask as _sigmask
 
 if TYPE_CHECKING:
     from .connection import TcpConnection
