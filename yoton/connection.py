@@ -588,11 +588,20 @@ class TcpConnection(Connection):
         sock = self._sock
         cond = self._out_cond
         lingering = False
+        writes_seen = 0
         try:
             while True:
                 with cond:
-                    if lingering and self._status >= STATUS_HOSTING:
+                    # Linger when nothing waits (frames gather), or while a local
+                    # producer writes its own batches; frames that wait and
+                    # that nobody else will write (forwarded ones) go at once.
+                    if (
+                        lingering
+                        and self._status >= STATUS_HOSTING
+                        and (not self._out or self._producer_writes != writes_seen)
+                    ):
                         self._linger()
+                    writes_seen = self._producer_writes
                     if (
                         not self._out
                         and self._status >= STATUS_HOSTING
