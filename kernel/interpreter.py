@@ -121,7 +121,6 @@ class SigintWatcher:
         self._read, self._write = socket.socketpair()
         self._write.setblocking(False)
         self._seen = 0  # SIGINTs read from the wakeup fd, resynced with the guard
-        self._thread: threading.Thread | None = None
 
     @property
     def wakeup_fd(self) -> int:
@@ -133,7 +132,7 @@ class SigintWatcher:
         if POKE_SIGNAL is not None:
             signal.signal(POKE_SIGNAL, _ignore_signal)
         self._seen = self._guard.received
-        self._thread = start_thread(self._run, name="kernel-sigint-watcher")
+        start_thread(self._run, name="kernel-sigint-watcher")
 
     def _run(self) -> None:
         while True:
@@ -162,10 +161,6 @@ class SigintWatcher:
         # Two SIGINTs may have run the handler once, or the main thread runs C
         # code that holds the GIL: count what we saw as handled and go on.
         self._seen = guard.received
-
-    def close(self) -> None:
-        """Stop the watching thread."""
-        self._write.close()
 
 
 def _ignore_signal(signum: int, frame: types.FrameType | None) -> None:
@@ -235,7 +230,7 @@ class LineQueue:
         """Make a waiting ``get`` look again (and run a pending signal handler)."""
         try:
             self._wake_w.send(b"\0")
-        except (BlockingIOError, OSError):
+        except OSError:
             pass  # full of wake-ups already, or closed
 
     def get(self) -> str:

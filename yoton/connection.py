@@ -81,7 +81,7 @@ LEND_CHECK = 0.002
 #: also arrive by another path).
 BORROW_SLICE = 0.02
 _monotonic = time.monotonic
-_CAN_MASK = hasattr(signal, "pthread_sigmask")
+_CAN_MASK = _sigmask is not None
 _MAIN_THREAD_ID = threading.main_thread().ident
 _get_ident = threading.get_ident
 _HEADER_SIZE = wire.HEADER_SIZE
@@ -796,7 +796,7 @@ class TcpConnection(Connection):
         try:
             if reader.finished is not None:
                 return False
-            mask = _CAN_MASK and threading.get_ident() == _MAIN_THREAD_ID
+            mask = _CAN_MASK and _get_ident() == _MAIN_THREAD_ID
             deadline = _monotonic() + timeout
             while not done():
                 # Short waits: done() may also come true from another thread.
