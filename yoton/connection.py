@@ -436,6 +436,9 @@ class TcpConnection(Connection):
                         if self._sender_idle:
                             self._out_cond.notify()
                         return self._out_bytes > HIGH_WATER_BYTES
+                    # Dense traffic: the frame after this batch is queued too
+                    # (the gap is measured from the last frame seen queued).
+                    self._last_queued = _monotonic()
                     fresh = deque()
                     # Plain assignments from here on: no call in between, so
                     # an exception from a signal handler finds the finally
