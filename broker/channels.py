@@ -23,6 +23,8 @@ from yoton import wire
 class BrokerPubChannel(yoton.PubChannel):
     """A PubChannel whose sends never block; ``send_to`` addresses one context."""
 
+    _send_blocks = False
+
     def _send(
         self, data: bytes, dest_id: int = 0, dest_seq: int = 0, block: bool = True
     ) -> wire.Package | None:

@@ -227,14 +227,15 @@ def _points_after_calls(code) -> set:
 
 @pytest.mark.timeout(60, method="thread")  # a wedged connection hangs, not raises
 def test_an_exception_wherever_a_signal_can_land_in_queue_loses_nothing(served):
-    """Like a Ctrl-C handler would, raise in the main thread's TcpConnection._queue
-    right after a call returns (where CPython runs signal handlers), at random
-    such points: the connection must neither wedge (the socket left owned by
-    nobody) nor lose frames queued before (a batch taken off the queue)."""
+    """Like a Ctrl-C handler would, raise in the main thread's
+    TcpConnection._enqueue right after a call returns (where CPython runs signal
+    handlers), at random such points: the connection must neither wedge (the
+    socket left owned by nobody) nor lose frames queued before (a batch taken
+    off the queue)."""
     server, client, req = served
     req.close()
     req = yoton.ReqChannel(client, "svc", default_future_timeout=60)
-    code = yoton.connection.TcpConnection._queue.__code__
+    code = yoton.connection.TcpConnection._enqueue.__code__
     points = _points_after_calls(code)
     rng = random.Random(1)
 
@@ -266,3 +267,71 @@ def test_an_exception_wherever_a_signal_can_land_in_queue_loses_nothing(served):
     results = [future.result(30) for future in futures]
     assert results == sorted(results)  # every call we got a future for came back
     assert req.echo("after").result(T) == "after"
+
+
+def _sigint_blocked() -> bool:
+    return signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+
+
+@pytest.mark.timeout(60, method="thread")  # a wedged connection hangs, not raises
+def test_an_exception_wherever_a_signal_can_land_in_posting_loses_nothing(pair):
+    """Publish in the main thread while a tracer raises, like a Ctrl-C handler,
+    after calls in the posting path (Context._post, _frame_posted, their
+    framing and TcpConnection._enqueue) wherever signals are not masked: every
+    message whose send() returned arrives, once and in order, none is stranded
+    among the posted payloads, and no signal is left blocked."""
+    server, client = pair
+    sub = yoton.SubChannel(server, "posted")
+    pub = yoton.PubChannel(client, "posted")
+    connect_pubsub(pub, sub)
+    codes = {
+        yoton.context.Context._post.__code__,
+        yoton.context.Context._frame_posted.__code__,
+        yoton.context.Context._frame_posted_locked.__code__,
+        yoton.context.Context._wake_senders.__code__,
+        yoton.connection.TcpConnection._enqueue.__code__,
+    }
+    points = {code: _points_after_calls(code) for code in codes}
+    rng = random.Random(2)
+
+    def local(frame, event, _arg):
+        if (
+            event == "opcode"
+            and frame.f_lasti in points[frame.f_code]
+            and rng.random() < 0.05
+            and not _sigint_blocked()  # a handler cannot run while masked
+        ):
+            raise Poke()
+        return local
+
+    def tracer(frame, event, _arg):
+        if frame.f_code in codes:
+            frame.f_trace_opcodes = True
+            return local
+        return None
+
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    sent = []
+    pokes = 0
+    try:
+        for i in range(5000):
+            sys.settrace(tracer)  # an exception from it switches it off
+            try:
+                pub.send(f"m{i}")
+                sent.append(i)
+            except Poke:
+                pokes += 1  # this message may or may not have gone out
+    finally:
+        sys.settrace(None)
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == mask
+    assert pokes > 100
+    pub.send("end")
+    received = []
+    while True:
+        message = sub.recv(T)
+        assert message, "a message was lost (or stranded unsent)"
+        if message == "end":
+            break
+        received.append(int(message[1:]))
+    assert received == sorted(set(received))  # once each, in order
+    assert set(sent) <= set(received)

@@ -359,6 +359,43 @@ def test_injector_routes_like_a_forwarded_package(linked_contexts):
     assert sub_one.recv(10) == two_marker  # "not for one" never arrived
 
 
+def test_broker_pub_channel_never_waits_for_a_client_that_reads_nothing(monkeypatch):
+    """A client that stops reading must not stop the broker: its publishing
+    channel queues past the high-water mark without waiting, for posted
+    (small) and directly framed (large) messages alike."""
+    import socket
+
+    from yoton import wire
+    from yoton.connection import HIGH_WATER_BYTES, TcpConnection, run_handshake
+
+    def never_wait(self):
+        raise AssertionError("a broker channel waited for a slow peer")
+
+    monkeypatch.setattr(TcpConnection, "_wait_writable", never_wait)
+    hub = yoton.Context()
+    stalled = None
+    try:
+        connection = hub.bind("localhost:0")
+        stalled = socket.create_connection(("127.0.0.1", connection.port1), timeout=10)
+        # Greet like a yoton peer, then read nothing.
+        run_handshake(stalled, wire.Handshake(False, 0x5EED, os.getpid(), None))
+        deadline = time.monotonic() + 10
+        while not connection.is_connected and time.monotonic() < deadline:
+            threading.Event().wait(0.01)
+        small = BrokerPubChannel(hub, "strm-small", yoton.BINARY)
+        large = BrokerPubChannel(hub, "strm-large", yoton.BINARY)
+        for _ in range(3000):
+            small.send(bytes(10_000))
+        assert connection.pending_bytes > HIGH_WATER_BYTES  # it would have waited
+        for _ in range(40):
+            large.send(bytes(300_000))
+        assert connection.pending_bytes > HIGH_WATER_BYTES + 10_000_000
+    finally:
+        hub.close()
+        if stalled is not None:
+            stalled.close()
+
+
 class _QuietState(yoton.StateChannel):
     """A client's state channel that does not resend when a context joins."""
 

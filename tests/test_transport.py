@@ -262,6 +262,44 @@ def test_select_sub_channel_keeps_send_order(pair):
     assert got == [f"{k}:{i}" for i, k in enumerate(order)]
 
 
+def test_posted_and_directly_framed_messages_keep_send_order(pair):
+    """Small published messages are framed in batches (posted), large ones and
+    every other package at once; a context's packages still go out in the
+    order they were sent, whichever way each went."""
+    a, b = pair
+    small, large = yoton.PubChannel(a, "small"), yoton.PubChannel(a, "large")
+    subs = [yoton.SubChannel(b, "small"), yoton.SubChannel(b, "large")]
+    big = "L" * (yoton.context.POST_LIMIT + 1)
+    expected = []
+    for i in range(300):
+        if i % 7 == 3:
+            large.send(f"{i}:{big}")
+        else:
+            small.send(f"{i}")
+        expected.append(i)
+    wait_for(lambda: sum(s.pending for s in subs) == len(expected))
+    got = []
+    while (channel := yoton.select_sub_channel(*subs)) is not None:
+        got.extend(int(m.split(":")[0]) for m in channel.recv_selected())
+    assert got == expected
+
+
+def test_close_right_after_a_burst_sends_all_of_it(make_context):
+    """Closing a context straight after a stream of small messages (no flush)
+    still sends every one: the posted payloads are framed before the close."""
+    a, b = make_context(), make_context()
+    conn = a.bind("localhost:0")
+    b.connect(f"localhost:{conn.port1}", timeout=5)
+    wait_for(lambda: conn.is_connected)
+    pub = yoton.PubChannel(a, "burst")
+    sub = yoton.SubChannel(b, "burst")
+    for i in range(2000):
+        pub.send(f"m{i}")
+    a.close()
+    received = [sub.recv(10) for _ in range(2000)]
+    assert received == [f"m{i}" for i in range(2000)]
+
+
 def test_queue_params_count_drops(make_context):
     a = make_context()
     b = make_context(queue_params=(10, "new"))

@@ -247,6 +247,8 @@ class Connection:
 
     def close(self, reason: str | None = None) -> None:
         """Close the connection and tell the other end; it cannot be reused."""
+        if self._status >= STATUS_HOSTING and self._context._posted:
+            self._context._frame_posted(False)  # what was sent goes out first
         with self._status_lock:
             if self._status <= STATUS_CLOSING:
                 return
@@ -372,13 +374,29 @@ class TcpConnection(Connection):
         """Queue one frame for sending; forwarded ones are dropped past the limit.
 
         Returns True when more than HIGH_WATER_BYTES wait to be sent (a local
-        sender should then call :meth:`_wait_writable`). Runs once per message,
-        so it is kept lean. A sparse frame is written by the calling thread at
-        once; dense ones are queued, and a local sender that has queued a full
-        batch writes it itself (without blocking), so a stream does not wait
-        for the IO thread to get the GIL.
+        sender should then call :meth:`_wait_writable`). A sparse frame is
+        written by the calling thread at once (no hand-off, no batching delay).
         """
-        size = len(data)
+        if len(data) > _JOIN_LIMIT:
+            return self._enqueue((header, data), 1, forwarded, None)
+        frame = header + data
+        return self._enqueue((frame,), 1, forwarded, frame)
+
+    def _queue_frames(self, frames: list, count: int) -> bool:
+        """Queue ``count`` local frames at once (``frames`` holds their buffers);
+        returns what :meth:`_queue` returns."""
+        return self._enqueue(frames, count, False, None)
+
+    def _enqueue(
+        self, buffers, count: int, forwarded: bool, single: bytes | None
+    ) -> bool:
+        """Queue ``count`` frames made of ``buffers``; ``single`` is the one
+        small frame that may be written inline when traffic is sparse.
+
+        Dense frames are queued for the sending thread, and a local sender that
+        has queued a full batch writes it itself (without blocking), so a
+        stream does not wait for the IO thread to get the GIL.
+        """
         owns = False  # whether this thread writes to the socket (see _writing)
         masked = False
         previous = None
@@ -391,9 +409,9 @@ class TcpConnection(Connection):
                 if self._out_bytes > FORWARD_LIMIT_BYTES and (
                     forwarded or self._congested
                 ):
-                    self._count_drop()
+                    self._count_drop(count)
                     return False
-                if not out:
+                if not out and single is not None:
                     now = _monotonic()
                     # A frame that follows a received one (a request after its
                     # previous reply, a reply) is sparse whatever the gap.
@@ -403,11 +421,8 @@ class TcpConnection(Connection):
                     )
                     self._received_since_send = False
                     self._last_queued = now
-                    # Sparse traffic (requests, prompts): no hand-off to the IO
-                    # thread, no batching delay.
                     if (
                         sparse
-                        and size <= _JOIN_LIMIT
                         and not forwarded
                         and status >= STATUS_HOSTING
                         and not self._writing
@@ -419,13 +434,9 @@ class TcpConnection(Connection):
                 if owns:
                     batch = None
                 else:
-                    if size > _JOIN_LIMIT:
-                        out.append(header)
-                        out.append(data)
-                    else:
-                        out.append(header + data)
-                    self._queued_total += 1
-                    self._out_bytes += size + _HEADER_SIZE
+                    out.extend(buffers)
+                    self._queued_total += count
+                    self._out_bytes += sum(map(len, buffers))
                     if (
                         len(out) < _PRODUCER_BATCH
                         or forwarded
@@ -456,7 +467,7 @@ class TcpConnection(Connection):
                 previous = _sigmask(signal.SIG_BLOCK, BLOCKED_SIGNALS)
             try:
                 if batch is None:
-                    self._sock.sendall(header + data)
+                    self._sock.sendall(single)
                     self._last_send = _monotonic()
                 else:
                     self._send_batch_nowait(batch)
@@ -510,9 +521,10 @@ class TcpConnection(Connection):
             self._socket_full = full
             self._out_cond.notify_all()
 
-    def _count_drop(self) -> None:
-        self._dropped += 1
-        if self._dropped == 1 or self._dropped % 1000 == 0:
+    def _count_drop(self, count: int = 1) -> None:
+        before = self._dropped
+        self._dropped += count
+        if before == 0 or before // 1000 != self._dropped // 1000:
             logger.warning(
                 "yoton: peer %s does not keep up; %d package(s) dropped",
                 self._hostname2,
@@ -553,6 +565,8 @@ class TcpConnection(Connection):
                 "Cannot flush a connection that is not connected."
             )
         deadline = time.monotonic() + timeout
+        if self._context._posted:
+            self._context._frame_posted(False)
         with self._out_cond:
             target = self._queued_total
             # The IO thread confirms what was sent, neither lingering nor idling
@@ -590,6 +604,7 @@ class TcpConnection(Connection):
     def _sending_loop(self) -> None:
         sock = self._sock
         cond = self._out_cond
+        posted = self._context._posted
         lingering = False
         writes_seen = 0
         try:
@@ -607,12 +622,16 @@ class TcpConnection(Connection):
                     writes_seen = self._producer_writes
                     if (
                         not self._out
+                        and not posted
                         and self._status >= STATUS_HOSTING
                         and self._sent_total >= self._flush_target
                     ):
                         self._sender_idle = True
                         cond.wait(self._heartbeat_interval)
                         self._sender_idle = False
+                if posted:  # payloads posted on the context: frame them first
+                    self._context._frame_posted(False)
+                with cond:
                     if self._status < STATUS_CLOSING:
                         return
                     if not self._out and self._status == STATUS_CLOSING:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
 import time
+from collections import deque
 
 from . import wire
 from .addresses import split_address
@@ -24,11 +26,21 @@ from .connection import (
 from .errors import AuthenticationError, ConnectFailedError
 from .hosting import Listener, host_one_peer, normalize_key, open_listening
 from .queues import PackageQueue, check_queue_params
-from .threads import start_thread
+from .threads import BLOCKED_SIGNALS, start_thread
+from .threads import pthread_sigmask as _sigmask
 
 logger = logging.getLogger("yoton")
 _pack_header = wire.HEADER.pack
 _CONTROL_WORD = wire.CONTROL_WORD
+_monotonic = time.monotonic
+_MAIN_THREAD_ID = threading.main_thread().ident
+_get_ident = threading.get_ident
+#: A poster that finds this many payloads posted frames them (see _post).
+POST_BATCH = 64
+#: A payload posted this long after the previous framing is framed at once.
+POST_GAP = 0.0002
+#: Payloads up to this size may be posted (larger ones are sent at once).
+POST_LIMIT = 16 << 10
 
 MSG_NEW_CONNECTION = b"NEW_CONNECTION"
 MSG_CLOSE_CONNECTION = b"CLOSE_CONNECTION"
@@ -74,6 +86,9 @@ class Context:
         self._sending_channels: dict = {}
         self._receiving_channels: dict = {}
         self._startup_queue = PackageQueue(*self._queue_params, name="startup")
+        # (slot, payload) posted by _post and not framed yet, in sending order.
+        self._posted: deque[tuple[int, bytes]] = deque()
+        self._last_framing = 0.0
         self._send_seq = 0
         self._recv_seq = 0
         self._source_seqs: dict[int, int] = {}
@@ -223,6 +238,8 @@ class Context:
     def flush(self, timeout: float = 5.0) -> bool:
         """Wait until the packages posted so far are sent on every connection."""
         deadline = time.monotonic() + timeout
+        if self._posted:
+            self._frame_posted(False)
         for connection in self.connections:
             connection.flush(max(0.0, deadline - time.monotonic()))
         return True
@@ -250,6 +267,8 @@ class Context:
 
     def _adopt(self, connection: TcpConnection) -> None:
         with self._lock:
+            if self._posted:
+                self._frame_posted(False)  # into the startup queue, just below
             self._connections = [c for c in self._connections if c.is_alive]
             self._connections.append(connection)
             # The first live connection takes the packages sent before it existed.
@@ -334,6 +353,8 @@ class Context:
         """
         full = False
         with self._lock:
+            if self._posted:
+                full = self._frame_posted(False)  # they were sent first
             self._send_seq = seq = self._send_seq + 1
             header = _pack_header(
                 _CONTROL_WORD, slot, self._id, seq, dest_id, dest_seq, len(data)
@@ -353,15 +374,117 @@ class Context:
                         wire.Package(data, slot, self._id, seq, dest_id, dest_seq)
                     )
         if full and block:
-            # Backpressure, outside the lock: wait for connections that are
-            # too far behind (a congested peer is not waited for).
-            for connection in list(self._connections):
-                if (
-                    connection._out_bytes > HIGH_WATER_BYTES
-                    and not connection._congested
-                ):
-                    connection._wait_writable()
+            self._wait_for_backlog()
         return seq
+
+    def _wait_for_backlog(self) -> None:
+        """Backpressure, outside the lock: wait for connections that are too far
+        behind (a congested peer is not waited for)."""
+        for connection in list(self._connections):
+            if connection._out_bytes > HIGH_WATER_BYTES and not connection._congested:
+                connection._wait_writable()
+
+    def _post(self, slot: int, data: bytes, block: bool = True) -> None:
+        """Send a small payload (<= POST_LIMIT) to every connection, like
+        :meth:`_send_frame`, but framed later together with its neighbours.
+
+        Dense traffic (a stream of published messages) then costs no lock and
+        no header per message: payloads wait in ``_posted`` and get their
+        sequence numbers and headers in one pass, in the order they were
+        posted, when POST_BATCH of them are waiting (by this poster), when
+        anything else is sent from this context (first), or when a sending
+        thread looks. A payload that comes after a pause is framed at once,
+        so sparse messages are not delayed.
+        """
+        posted = self._posted
+        posted.append((slot, data))
+        count = len(posted)
+        if count >= POST_BATCH:
+            self._frame_posted(block)
+        elif count == 1:
+            if _monotonic() - self._last_framing > POST_GAP:
+                self._frame_posted(block)
+            else:
+                self._wake_senders()
+
+    def _wake_senders(self) -> None:
+        """Make idle sending threads look at the posted payloads."""
+        for connection in list(self._connections):
+            cond = connection._out_cond
+            with cond:
+                if connection._sender_idle:
+                    cond.notify()
+
+    def _frame_posted(self, block: bool) -> bool:
+        """Frame and queue everything posted so far (see :meth:`_post`); with
+        ``block``, wait while a connection is too far behind. Returns whether
+        one is."""
+        masked = False
+        previous = None
+        full = False
+        try:
+            if _get_ident() == _MAIN_THREAD_ID and _sigmask is not None:
+                # A KeyboardInterrupt between taking payloads and queueing
+                # their frames would lose them: signals wait until queued.
+                masked = True
+                previous = _sigmask(signal.SIG_BLOCK, BLOCKED_SIGNALS)
+            with self._lock:
+                full = self._frame_posted_locked()
+        finally:
+            if masked:
+                if previous is None:  # a handler raised as the mask was set
+                    _sigmask(signal.SIG_UNBLOCK, BLOCKED_SIGNALS)
+                else:
+                    _sigmask(signal.SIG_SETMASK, previous)
+        if full and block:
+            self._wait_for_backlog()
+        return full
+
+    def _frame_posted_locked(self) -> bool:
+        """The work of :meth:`_frame_posted` (lock held); returns whether a
+        connection now has more than its high-water mark queued."""
+        posted = self._posted
+        take = posted.popleft
+        my_id = self._id
+        seq = self._send_seq
+        connections = [c for c in self._connections if c._status >= STATUS_WAITING]
+        if not connections:  # kept for the first peer, as _send_frame does
+            push = self._startup_queue.push
+            while posted:
+                slot, data = take()
+                seq += 1
+                push(wire.Package(data, slot, my_id, seq))
+            self._send_seq = seq
+            return False
+        full = False
+        # Loop until nothing is left: a payload posted meanwhile whose poster
+        # saw others waiting counts on us.
+        while posted:
+            if len(posted) == 1:  # sparse: the connection may write it inline
+                slot, data = take()
+                self._send_seq = seq = seq + 1
+                header = _pack_header(_CONTROL_WORD, slot, my_id, seq, 0, 0, len(data))
+                for connection in connections:
+                    if connection._queue(header, data):
+                        full = True
+                continue
+            frames = []
+            append = frames.append
+            while posted:
+                slot, data = take()
+                seq += 1
+                append(
+                    _pack_header(_CONTROL_WORD, slot, my_id, seq, 0, 0, len(data))
+                    + data
+                )
+            self._send_seq = seq
+            count = len(frames)
+            for connection in connections:
+                if connection._queue_frames(frames, count):
+                    full = True
+        # After the writes: a payload posted soon after this is dense traffic.
+        self._last_framing = _monotonic()
+        return full
 
     def _sole_connection(self) -> TcpConnection | None:
         """The one connection, if this context has exactly one (else None).

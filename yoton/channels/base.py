@@ -142,6 +142,10 @@ class BaseChannel:
         except Empty:
             return None
 
+    #: Whether a local send waits while a connection has too much queued
+    #: (backpressure); a channel that must never block sets it to False.
+    _send_blocks = True
+
     #: A channel that handles its packages itself sets this to a method the
     #: context calls after depositing (outside the routing lock).
     _after_deposit: Callable[[], None] | None = None

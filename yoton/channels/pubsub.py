@@ -8,6 +8,7 @@ import time
 from collections import deque
 from typing import Any
 
+from ..context import POST_LIMIT
 from ..queues import Empty
 from .base import BaseChannel
 
@@ -48,9 +49,13 @@ class PubChannel(BaseChannel):
             self._send_synced(data)
         elif self._closed:
             self._check_open()
-        elif data:  # the empty message is not sent
-            # BaseChannel._send, inlined: this runs once per message.
-            self._context._send_frame(self._slot_out_h, data)
+        elif len(data) <= POST_LIMIT:
+            if data:  # the empty message is not sent
+                # Framed with its neighbours (see Context._post): this runs
+                # once per message.
+                self._context._post(self._slot_out_h, data, self._send_blocks)
+        else:
+            self._send(data, block=self._send_blocks)
 
     def _send_synced(self, data: bytes) -> None:
         # A subscriber asked us to wait for it (sync mode, or a 2.2 "full").
