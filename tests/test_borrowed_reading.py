@@ -276,16 +276,18 @@ def _sigint_blocked() -> bool:
 @pytest.mark.timeout(60, method="thread")  # a wedged connection hangs, not raises
 def test_an_exception_wherever_a_signal_can_land_in_posting_loses_nothing(pair):
     """Publish in the main thread while a tracer raises, like a Ctrl-C handler,
-    after calls in the posting path (Context._post, _frame_posted, their
-    framing and TcpConnection._enqueue) wherever signals are not masked: every
-    message whose send() returned arrives, once and in order, none is stranded
-    among the posted payloads, and no signal is left blocked."""
+    after calls in the posting path (PubChannel.send, Context._after_post,
+    _frame_posted, their framing and TcpConnection._enqueue) wherever signals
+    are not masked: every message whose send() returned arrives, once and in
+    order, none is stranded among the posted payloads, and no signal is left
+    blocked."""
     server, client = pair
     sub = yoton.SubChannel(server, "posted")
     pub = yoton.PubChannel(client, "posted")
     connect_pubsub(pub, sub)
     codes = {
-        yoton.context.Context._post.__code__,
+        yoton.PubChannel.send.__code__,
+        yoton.context.Context._after_post.__code__,
         yoton.context.Context._frame_posted.__code__,
         yoton.context.Context._frame_posted_locked.__code__,
         yoton.context.Context._wake_senders.__code__,

@@ -67,8 +67,8 @@ _JOIN_LIMIT = 16 << 10
 #: take the previous one (so a consumer that keeps up never holds two).
 _LARGE_WAIT = 0.02
 _IOV_MAX = 512
-#: A local sender that finds this many frames queued writes them itself.
-_PRODUCER_BATCH = 64
+#: A local sender that finds this many bytes queued writes them itself.
+_PRODUCER_BYTES = 8 << 10
 _MSG_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
 #: A frame queued this long after the previous one is sent by the caller itself.
 _INLINE_GAP = 0.0002
@@ -438,7 +438,7 @@ class TcpConnection(Connection):
                     self._queued_total += count
                     self._out_bytes += sum(map(len, buffers))
                     if (
-                        len(out) < _PRODUCER_BATCH
+                        self._out_bytes < _PRODUCER_BYTES
                         or forwarded
                         or self._socket_full
                         or status < STATUS_HOSTING

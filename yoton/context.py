@@ -31,6 +31,8 @@ from .threads import pthread_sigmask as _sigmask
 
 logger = logging.getLogger("yoton")
 _pack_header = wire.HEADER.pack
+_pack_tail = wire.HEADER_TAIL_UNADDRESSED.pack
+_unpack_head = wire.HEADER_HEAD.unpack
 _CONTROL_WORD = wire.CONTROL_WORD
 _monotonic = time.monotonic
 _MAIN_THREAD_ID = threading.main_thread().ident
@@ -86,8 +88,9 @@ class Context:
         self._sending_channels: dict = {}
         self._receiving_channels: dict = {}
         self._startup_queue = PackageQueue(*self._queue_params, name="startup")
-        # (slot, payload) posted by _post and not framed yet, in sending order.
-        self._posted: deque[tuple[int, bytes]] = deque()
+        # (header head, payload) posted by _post and not framed yet, in
+        # sending order (the head is wire.encode_header_head(slot, self.id)).
+        self._posted: deque[tuple[bytes, bytes]] = deque()
         self._last_framing = 0.0
         self._send_seq = 0
         self._recv_seq = 0
@@ -384,9 +387,10 @@ class Context:
             if connection._out_bytes > HIGH_WATER_BYTES and not connection._congested:
                 connection._wait_writable()
 
-    def _post(self, slot: int, data: bytes, block: bool = True) -> None:
+    def _post(self, head: bytes, data: bytes, block: bool = True) -> None:
         """Send a small payload (<= POST_LIMIT) to every connection, like
-        :meth:`_send_frame`, but framed later together with its neighbours.
+        :meth:`_send_frame`, but framed later together with its neighbours;
+        ``head`` is ``wire.encode_header_head(slot, self.id)``.
 
         Dense traffic (a stream of published messages) then costs no lock and
         no header per message: payloads wait in ``_posted`` and get their
@@ -397,15 +401,19 @@ class Context:
         so sparse messages are not delayed.
         """
         posted = self._posted
-        posted.append((slot, data))
+        posted.append((head, data))
         count = len(posted)
-        if count >= POST_BATCH:
+        if count >= POST_BATCH or count == 1:
+            self._after_post(count, block)
+
+    def _after_post(self, count: int, block: bool) -> None:
+        """What :meth:`_post` does after appending, when ``count`` payloads
+        wait: frame them (a full batch, or one after a pause), or make sure a
+        sending thread will."""
+        if count >= POST_BATCH or _monotonic() - self._last_framing > POST_GAP:
             self._frame_posted(block)
-        elif count == 1:
-            if _monotonic() - self._last_framing > POST_GAP:
-                self._frame_posted(block)
-            else:
-                self._wake_senders()
+        else:
+            self._wake_senders()
 
     def _wake_senders(self) -> None:
         """Make idle sending threads look at the posted payloads."""
@@ -445,15 +453,15 @@ class Context:
         connection now has more than its high-water mark queued."""
         posted = self._posted
         take = posted.popleft
-        my_id = self._id
         seq = self._send_seq
         connections = [c for c in self._connections if c._status >= STATUS_WAITING]
         if not connections:  # kept for the first peer, as _send_frame does
             push = self._startup_queue.push
             while posted:
-                slot, data = take()
+                head, data = take()
                 seq += 1
-                push(wire.Package(data, slot, my_id, seq))
+                _, slot, source_id = _unpack_head(head)
+                push(wire.Package(data, slot, source_id, seq))
             self._send_seq = seq
             return False
         full = False
@@ -461,24 +469,24 @@ class Context:
         # saw others waiting counts on us.
         while posted:
             if len(posted) == 1:  # sparse: the connection may write it inline
-                slot, data = take()
+                head, data = take()
                 self._send_seq = seq = seq + 1
-                header = _pack_header(_CONTROL_WORD, slot, my_id, seq, 0, 0, len(data))
+                header = head + _pack_tail(seq, len(data))
                 for connection in connections:
                     if connection._queue(header, data):
                         full = True
                 continue
-            frames = []
-            append = frames.append
+            parts = []  # header parts and payloads, joined into one buffer below
+            append = parts.append
             while posted:
-                slot, data = take()
+                head, data = take()
                 seq += 1
-                append(
-                    _pack_header(_CONTROL_WORD, slot, my_id, seq, 0, 0, len(data))
-                    + data
-                )
+                append(head)
+                append(_pack_tail(seq, len(data)))
+                append(data)
             self._send_seq = seq
-            count = len(frames)
+            frames = [b"".join(parts)]
+            count = len(parts) // 3
             for connection in connections:
                 if connection._queue_frames(frames, count):
                     full = True

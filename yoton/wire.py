@@ -100,6 +100,18 @@ def encode_header(
     )
 
 
+def encode_header_head(slot: int, source_id: int) -> bytes:
+    """Return the first 24 bytes of a header (control word, slot, source id):
+    the same for every package one context sends on one slot."""
+    return HEADER_HEAD.pack(CONTROL_WORD, slot, source_id)
+
+
+#: The 24 bytes of :func:`encode_header_head`, unpacked.
+HEADER_HEAD = struct.Struct("<3Q")
+#: The last 32 bytes of a header without destination: (source seq, size),
+#: with destination id and sequence 0. Appended to a head, a whole header.
+HEADER_TAIL_UNADDRESSED = struct.Struct("<Q16xQ")
+
 HEARTBEAT_FRAME = encode_header(SLOT_DUMMY, 0, SIGNAL_HEARTBEAT, 0, 0, 0)
 CLOSE_FRAME = encode_header(SLOT_DUMMY, 0, SIGNAL_CLOSE, 0, 0, 0)
 

@@ -8,7 +8,8 @@ import time
 from collections import deque
 from typing import Any
 
-from ..context import POST_LIMIT
+from .. import wire
+from ..context import POST_BATCH, POST_LIMIT
 from ..queues import Empty
 from .base import BaseChannel
 
@@ -38,23 +39,30 @@ class PubChannel(BaseChannel):
         self._sync_subscribers: dict[int, tuple[int, float]] = {}
         self._in_flight: deque[int] = deque()  # source_seq of recent sends
         self._sync_cond = threading.Condition(threading.Lock())
+        self._posted = context._posted  # the context's (never replaced)
+        self._head = wire.encode_header_head(self._slot_out_h, context.id)
 
     def _messaging_patterns(self) -> tuple[str, str]:
         return "pub-sub", "sub-pub"
 
     def send(self, message: Any) -> None:
         """Send a message to all subscribers; it arrives as one message."""
-        data = self.message_to_bytes(message)
+        # Through the type (a method lookup the interpreter caches), not the
+        # bound method stored on the channel (looked up anew on every call).
+        data = self._message_type_instance.message_to_bytes(message)
         if self._full_subscribers or self._sync_subscribers:
             self._send_synced(data)
         elif self._closed:
             self._check_open()
-        elif len(data) <= POST_LIMIT:
-            if data:  # the empty message is not sent
-                # Framed with its neighbours (see Context._post): this runs
-                # once per message.
-                self._context._post(self._slot_out_h, data, self._send_blocks)
-        else:
+        elif 0 < len(data) <= POST_LIMIT:  # the empty message is not sent
+            # Context._post, inlined (this runs once per message): framed
+            # later with its neighbours.
+            posted = self._posted
+            posted.append((self._head, data))
+            count = len(posted)
+            if count >= POST_BATCH or count == 1:
+                self._context._after_post(count, self._send_blocks)
+        elif data:
             self._send(data, block=self._send_blocks)
 
     def _send_synced(self, data: bytes) -> None:
