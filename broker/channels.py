@@ -155,5 +155,5 @@ class Injector:
             return
         with self._lock:  # sequence numbers must reach the router in order
             self._seq += 1
-            package = wire.Package(data, self._slot, self.source_id, self._seq)
-            self._context._recv_packages([package], via)
+            frame = wire.received_frame(data, self._slot, self.source_id, self._seq)
+            self._context._recv_packages([frame], via)

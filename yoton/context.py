@@ -503,11 +503,14 @@ class Context:
         connections = self._connections
         return connections[0] if len(connections) == 1 else None
 
-    def _recv_packages(self, packages: list, via: TcpConnection) -> list | None:
-        """Route packages received on ``via``: forward them and deposit them here.
+    def _recv_packages(self, frames: list, via: TcpConnection | None) -> list | None:
+        """Route frames received on ``via`` (``(payload, header)`` pairs, see
+        :func:`wire.parse_frames_counted`): forward them and deposit them here.
 
-        Returns the flow-controlled queues that are now too full, if any: the
-        caller should wait for their consumers before delivering more.
+        A channel gets ``(payload, recv_seq, header)`` items if it says so
+        (``_receives_items``), else Packages. Returns the flow-controlled
+        queues that are now too full, if any: the caller should wait for their
+        consumers before delivering more.
         """
         deposits: dict = {}
         context_packages = []
@@ -525,9 +528,9 @@ class Context:
             recv_seq = self._recv_seq
             last_sid = last_seq = None
             last_slot = last_list = None
-            for package in packages:
-                sid = package.source_id
-                seq = package.source_seq
+            for data, header in frames:
+                sid = header[2]
+                seq = header[3]
                 if sid != last_sid:
                     if last_sid is not None:
                         seqs[last_sid] = last_seq
@@ -537,27 +540,28 @@ class Context:
                 if seq <= last_seq:
                     continue  # already seen (arrived by another path)
                 last_seq = seq
-                dest = package.dest_id
+                dest = header[4]
                 if forward_to and dest != my_id:
-                    header = package.header()
+                    raw_header = _pack_header(*header)
                     route = routes.get(dest) if dest else None
                     if route is not None and route in forward_to:
-                        route._queue(header, package.data, True)
+                        route._queue(raw_header, data, True)
                     else:
                         for connection in forward_to:
-                            connection._queue(header, package.data, True)
+                            connection._queue(raw_header, data, True)
                 if dest == 0 or dest == my_id:
                     recv_seq += 1
-                    package.recv_seq = recv_seq
-                    slot = package.slot
+                    slot = header[1]
                     if slot == last_slot:
-                        last_list.append(package)
+                        last_list.append((data, recv_seq, header))
                     elif slot in receiving:
                         last_slot = slot
                         last_list = deposits.setdefault(slot, [])
-                        last_list.append(package)
+                        last_list.append((data, recv_seq, header))
                     elif slot == wire.SLOT_CONTEXT or slot == wire.SLOT_CONTEXT_EXT:
-                        context_packages.append(package)
+                        context_packages.append(
+                            wire.package_from_frame(data, header, recv_seq)
+                        )
             if last_sid is not None:
                 seqs[last_sid] = last_seq
             self._recv_seq = recv_seq
@@ -565,6 +569,8 @@ class Context:
             after = full = None
             for slot, items in deposits.items():
                 channel = receiving[slot]
+                if not channel._receives_items:
+                    items = [wire.package_from_frame(d, h, r) for d, r, h in items]
                 channel._recv_packages(items)
                 if channel._after_deposit is not None:
                     after = after or []

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import weakref
 from collections import deque
 from collections.abc import Iterable
 from typing import Any
@@ -224,14 +223,21 @@ class PackageQueue:
             self._cond.notify_all()
 
 
+class _TrackedHeader(tuple):
+    """A received frame's header that tells its window when it is gone."""
+
+    def __del__(self) -> None:
+        self.release()
+
+
 class LargeMessageWindow:
     """Lets a connection's large received messages wait for their consumer.
 
     Before receiving a large payload the IO thread waits (at most ``timeout``
     seconds, so a channel nobody reads cannot stall the connection) until every
-    large package it received earlier has been taken by its consumer, i.e. the
-    package object is gone. A consumer that keeps up then never has two large
-    messages in memory at once.
+    large message it received earlier has been taken by its consumer, i.e. its
+    header, which the queued item (or Package) holds, is gone. A consumer that
+    keeps up then never has two large messages in memory at once.
     """
 
     def __init__(self, timeout: float = 1.0) -> None:
@@ -239,11 +245,13 @@ class LargeMessageWindow:
         self._pending = 0
         self._timeout = timeout
 
-    def track(self, package: Any) -> None:
-        """Count ``package`` until it is garbage collected."""
+    def track(self, header: tuple) -> tuple:
+        """Return a copy of a frame header that is counted until it is gone."""
+        tracked = _TrackedHeader(header)
+        tracked.release = self._release
         with self._cond:
             self._pending += 1
-        weakref.finalize(package, self._release)
+        return tracked
 
     def _release(self) -> None:
         with self._cond:

@@ -139,39 +139,38 @@ class SocketReader:
             and end - start < _HEADER_SIZE + _unpack_size(buf, start + _SIZE_OFFSET)[0]
         ):
             # The first frame is incomplete: parse in place (checks it), copy nothing.
-            packages, start, pending, signals = wire.parse_frames_counted(
+            frames, start, pending, signals = wire.parse_frames_counted(
                 buf, start, end, self._max_size
             )
         else:
             # One copy of what arrived lets every payload be sliced as bytes.
             chunk = bytes(view[start:end])
-            packages, consumed, pending, signals = wire.parse_frames_counted(
+            frames, consumed, pending, signals = wire.parse_frames_counted(
                 chunk, 0, end - start, self._max_size
             )
             chunk = None
             start += consumed
         self._start = start
         if pending >= LARGE_FRAME:
-            if packages:  # deliver what came before, then maybe wait
-                reason, _ = self._deliver(packages)
+            if frames:  # deliver what came before, then maybe wait
+                reason, _ = self._deliver(frames)
                 if reason:
                     return reason
-                packages = []
+                frames = []
             if deferred:
                 wakeups.run_deferred(deferred)
             conn._large_window.wait()
-            package = self._receive_large(pending)
-            if package is None:
+            frame = self._receive_large(pending)
+            if frame is None:
                 return STOP_EOF_MID_MESSAGE
-            conn._large_window.track(package)
-            packages.append(package)
-            package = None  # hold no reference: the window waits for it
+            frames.append(frame)
+            frame = None  # hold no reference: the window waits for it
             self._start = self._end = 0
             self._large_mode = True
-        elif packages and self._large_mode and packages[-1].data:
+        elif frames and self._large_mode and frames[-1][0]:
             self._large_mode = False
-        if packages:
-            reason = self._deliver_flow_controlled(packages, signals, deferred)
+        if frames:
+            reason = self._deliver_flow_controlled(frames, signals, deferred)
             if reason:
                 return reason
         start, end = self._start, self._end
@@ -184,10 +183,12 @@ class SocketReader:
             self._start = 0
         return None
 
-    def _receive_large(self, total: int) -> wire.Package | None:
-        """Receive the rest of a large frame straight into one bytes object."""
+    def _receive_large(self, total: int) -> tuple[bytes, tuple] | None:
+        """Receive the rest of a large frame straight into one bytes object;
+        its header is tracked by the connection's large-message window."""
         sock, view, start, end = self._sock, self._view, self._start, self._end
-        _, slot, sid, sseq, did, dseq, size = wire.HEADER.unpack_from(view, start)
+        header = wire.HEADER.unpack_from(view, start)
+        size = header[6]
         prefix = end - start - _HEADER_SIZE
         if prefix == 0:
             data = sock.recv(size, _MSG_WAITALL)  # one allocation, filled in place
@@ -217,18 +218,18 @@ class SocketReader:
                     got += n
             data = payload.getvalue()
         self.connection._last_recv = _monotonic()
-        return wire.Package(data, slot, sid, sseq, did, dseq)
+        return data, self.connection._large_window.track(header)
 
     def _deliver_flow_controlled(
-        self, packages: list, signals: int, deferred: list | None
+        self, frames: list, signals: int, deferred: list | None
     ) -> str | None:
         """Deliver in slices; after each, wait for subscribers that fell behind.
 
         Waiting (rather than dropping) lets TCP slow the sender down; slices
         keep one recv's worth of tiny messages from overflowing a queue at once.
         """
-        for first in range(0, len(packages), DELIVERY_SLICE):
-            part = packages[first : first + DELIVERY_SLICE]
+        for first in range(0, len(frames), DELIVERY_SLICE):
+            part = frames[first : first + DELIVERY_SLICE]
             if signals:
                 reason, full = self._deliver(part)
                 if reason:
@@ -242,17 +243,18 @@ class SocketReader:
                     queue.wait_for_consumer(CONSUMER_PATIENCE)
         return None
 
-    def _deliver(self, packages: list) -> tuple[str | None, list | None]:
-        """Route packages, leaving out heartbeats; return (close reason, full
+    def _deliver(self, frames: list) -> tuple[str | None, list | None]:
+        """Route frames, leaving out heartbeats; return (close reason, full
         queues) as :meth:`Context._recv_packages` does."""
         routed = []
         deliver = self._deliver_to
-        for package in packages:
-            if package.slot == wire.SLOT_DUMMY and not package.data:
-                if package.source_seq == wire.SIGNAL_CLOSE:
+        for frame in frames:
+            data, header = frame
+            if header[1] == wire.SLOT_DUMMY and not data:
+                if header[3] == wire.SIGNAL_CLOSE:
                     if routed:
                         deliver(routed, self.connection)
                     return STOP_CLOSED_FROM_THERE, None
                 continue  # heartbeat
-            routed.append(package)
+            routed.append(frame)
         return None, (deliver(routed, self.connection) if routed else None)

@@ -51,7 +51,7 @@ class Package:
         "dest_id",
         "dest_seq",
         "recv_seq",
-        "__weakref__",
+        "_keep",  # a tracked header (see LargeMessageWindow), kept alive
     )
 
     def __init__(
@@ -124,7 +124,45 @@ class ParseResult(NamedTuple):
     pending_size: int  # total size of the incomplete frame at ``consumed`` (0: unknown)
 
 
-_new_object = object.__new__
+# A received frame is the pair (payload, header) where header is the 7-tuple
+# HEADER.unpack gives: (control word, slot, source id, source seq, dest id,
+# dest seq, size). Tuples of ints and bytes cost a fraction of an object with
+# seven attributes, and the garbage collector soon stops tracking them; the
+# router turns them into Packages only for channels that want Packages.
+H_SLOT = 1
+H_SOURCE_ID = 2
+H_SOURCE_SEQ = 3
+H_DEST_ID = 4
+H_DEST_SEQ = 5
+
+
+def received_frame(
+    data: bytes,
+    slot: int,
+    source_id: int = 0,
+    source_seq: int = 0,
+    dest_id: int = 0,
+    dest_seq: int = 0,
+) -> tuple[bytes, tuple]:
+    """Return the received-frame pair of a package made here (as if received)."""
+    return data, (
+        CONTROL_WORD,
+        slot,
+        source_id,
+        source_seq,
+        dest_id,
+        dest_seq,
+        len(data),
+    )
+
+
+def package_from_frame(data: bytes, header: tuple, recv_seq: int = 0) -> Package:
+    """Return the :class:`Package` of a received frame."""
+    _, slot, sid, sseq, did, dseq, _ = header
+    package = Package(data, slot, sid, sseq, did, dseq, recv_seq)
+    if type(header) is not tuple:  # tracked: it lives as long as the package
+        package._keep = header
+    return package
 
 
 def parse_frames(
@@ -140,10 +178,13 @@ def parse_frames(
     header is complete but whose payload is not, so the caller can read the
     rest directly. Raises RemoteProtocolError on a bad control word and
     MessageTooLargeError on a payload above ``max_message_size``; nothing is
-    allocated for a forged length. A ``bytes`` buffer is fastest: its payloads
-    are sliced out directly.
+    allocated for a forged length.
     """
-    return ParseResult(*parse_frames_counted(buffer, start, end, max_message_size)[:3])
+    frames, consumed, pending, _ = parse_frames_counted(
+        buffer, start, end, max_message_size
+    )
+    packages = [package_from_frame(data, header) for data, header in frames]
+    return ParseResult(packages, consumed, pending)
 
 
 def parse_frames_counted(
@@ -152,23 +193,26 @@ def parse_frames_counted(
     end: int,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
 ) -> tuple[list, int, int, int]:
-    """:func:`parse_frames`, plus how many of the packages are connection-level
-    (slot 1): (packages, consumed, pending_size, signals)."""
+    """:func:`parse_frames` as received frames (``(payload, header)`` pairs),
+    plus how many are connection-level (slot 1): (frames, consumed,
+    pending_size, signals). A ``bytes`` buffer is fastest: its payloads are
+    sliced out directly."""
     unpack_from = HEADER.unpack_from
     # Slicing bytes gives bytes in one step; other buffers go through a view.
     source = buffer if type(buffer) is bytes else memoryview(buffer)
     copy = source is not buffer
-    packages = []
-    append = packages.append
+    frames = []
+    append = frames.append
     signals = 0
     pos = start
     while end - pos >= HEADER_SIZE:
-        control, slot, sid, sseq, did, dseq, size = unpack_from(buffer, pos)
-        if control != CONTROL_WORD:
+        header = unpack_from(buffer, pos)
+        if header[0] != CONTROL_WORD:
             raise RemoteProtocolError(
-                f"Bad frame header (control word {control:#018x}); lost track of the"
-                " stream."
+                f"Bad frame header (control word {header[0]:#018x}); lost track of "
+                "the stream."
             )
+        size = header[6]
         if size > max_message_size:
             raise MessageTooLargeError(
                 f"Peer announced a {size}-byte message; the limit is "
@@ -176,25 +220,15 @@ def parse_frames_counted(
             )
         frame_end = pos + HEADER_SIZE + size
         if frame_end > end:
-            return packages, pos, HEADER_SIZE + size, signals
-        # Built inline rather than through Package(): this loop runs per message.
-        package = _new_object(Package)
-        package.data = (
-            bytes(source[pos + HEADER_SIZE : frame_end])
-            if copy
-            else source[pos + HEADER_SIZE : frame_end]
-        )
-        package.slot = slot
-        package.source_id = sid
-        package.source_seq = sseq
-        package.dest_id = did
-        package.dest_seq = dseq
-        package.recv_seq = 0
-        append(package)
-        if slot == SLOT_DUMMY:
+            return frames, pos, HEADER_SIZE + size, signals
+        if copy:
+            append((bytes(source[pos + HEADER_SIZE : frame_end]), header))
+        else:
+            append((source[pos + HEADER_SIZE : frame_end], header))
+        if header[1] == SLOT_DUMMY:
             signals += 1
         pos = frame_end
-    return packages, pos, 0, signals
+    return frames, pos, 0, signals
 
 
 def decode_header(header: bytes | bytearray | memoryview) -> Package:

@@ -142,6 +142,10 @@ class BaseChannel:
         except Empty:
             return None
 
+    #: Whether the context deposits ``(payload, recv_seq, header)`` items
+    #: (see Context._recv_packages) rather than Packages.
+    _receives_items = False
+
     #: Whether a local send waits while a connection has too much queued
     #: (backpressure); a channel that must never block sets it to False.
     _send_blocks = True
@@ -151,7 +155,8 @@ class BaseChannel:
     _after_deposit: Callable[[], None] | None = None
 
     def _recv_packages(self, packages: list) -> None:
-        """Called by the context (routing lock held) with packages for this slot."""
+        """Called by the context (routing lock held) with packages for this slot
+        (or items, see ``_receives_items``)."""
         self._q_in.push_many(packages)
         self._notify_received()
 

@@ -11,6 +11,7 @@ from typing import Any
 from .. import wire
 from ..context import POST_BATCH, POST_LIMIT
 from ..queues import Empty
+from ..wire import H_SOURCE_ID, H_SOURCE_SEQ
 from .base import BaseChannel
 
 #: Sync mode: a SubChannel asks publishers to wait above HWM and resume below LWM.
@@ -142,6 +143,9 @@ class PubChannel(BaseChannel):
 class SubChannel(BaseChannel):
     """The receiving side of publish/subscribe; iterate it to get pending messages."""
 
+    # Queued items are (payload, recv_seq, header), cheaper than Packages.
+    _receives_items = True
+
     def __init__(self, context, slot_base: str, message_type: Any = None) -> None:
         super().__init__(context, slot_base, message_type)
         self._q_in.flow_control = context._flow_control
@@ -155,21 +159,23 @@ class SubChannel(BaseChannel):
     def _messaging_patterns(self) -> tuple[str, str]:
         return "sub-pub", "pub-sub"
 
-    def _consume(self, packages: list) -> list:
+    def _consume(self, items: list) -> list:
         if self._sync:
-            for package in packages:
-                self._consumed[package.source_id] = package.source_seq
-            self._since_report += len(packages)
-        return [self._decode(p) for p in packages]
+            for item in items:
+                header = item[2]
+                self._consumed[header[H_SOURCE_ID]] = header[H_SOURCE_SEQ]
+            self._since_report += len(items)
+        decode = self.message_from_bytes
+        return [decode(item[0]) for item in items]
 
     def __iter__(self):
         return self
 
     def __next__(self) -> Any:
-        package = self._recv(False)
-        if package is None:
+        item = self._recv(False)
+        if item is None:
             raise StopIteration()
-        message = self._consume([package])[0]
+        message = self._consume([item])[0]
         self._check_queue_status()
         return message
 
@@ -181,16 +187,17 @@ class SubChannel(BaseChannel):
         channel is closed) the empty message is returned ("" for text).
         """
         try:
-            package = self._q_in.pop(block)
+            item = self._q_in.pop(block)
         except Empty:
             if self._sync:
                 self._check_queue_status()
             return self.message_from_bytes(b"")
         if self._sync:
-            message = self._consume([package])[0]
+            message = self._consume([item])[0]
             self._check_queue_status()
             return message
-        return self.message_from_bytes(package.data)
+        # Through the type: a method lookup the interpreter caches.
+        return self._message_type_instance.message_from_bytes(item[0])
 
     def recv_all(self) -> list:
         """Return all pending messages (possibly none)."""
@@ -205,10 +212,10 @@ class SubChannel(BaseChannel):
         queue = self._q_in
         while True:
             try:
-                package = queue.peek(0)
+                item = queue.peek(0)
             except IndexError:
                 break
-            if package.recv_seq > self._ref_seq:
+            if item[1] > self._ref_seq:  # its recv_seq
                 break
             selected.append(queue.pop(False))
         messages = self._consume(selected)
@@ -263,7 +270,7 @@ class SubChannel(BaseChannel):
         # (recv_seq of the oldest pending message, recv_seq of the newest + 1)
         queue = self._q_in
         try:
-            return queue.peek(0).recv_seq, queue.peek(-1).recv_seq + 1
+            return queue.peek(0)[1], queue.peek(-1)[1] + 1
         except IndexError:
             return -1, -1
 
