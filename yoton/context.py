@@ -529,8 +529,7 @@ class Context:
             last_sid = last_seq = None
             last_slot = last_list = None
             for data, header in frames:
-                sid = header[2]
-                seq = header[3]
+                _, slot, sid, seq, dest, _, _ = header
                 if sid != last_sid:
                     if last_sid is not None:
                         seqs[last_sid] = last_seq
@@ -540,7 +539,6 @@ class Context:
                 if seq <= last_seq:
                     continue  # already seen (arrived by another path)
                 last_seq = seq
-                dest = header[4]
                 if forward_to and dest != my_id:
                     raw_header = _pack_header(*header)
                     route = routes.get(dest) if dest else None
@@ -551,7 +549,6 @@ class Context:
                             connection._queue(raw_header, data, True)
                 if dest == 0 or dest == my_id:
                     recv_seq += 1
-                    slot = header[1]
                     if slot == last_slot:
                         last_list.append((data, recv_seq, header))
                     elif slot in receiving:

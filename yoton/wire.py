@@ -205,9 +205,10 @@ def parse_frames_counted(
     append = frames.append
     signals = 0
     pos = start
+    control_word = CONTROL_WORD
     while end - pos >= HEADER_SIZE:
         header = unpack_from(buffer, pos)
-        if header[0] != CONTROL_WORD:
+        if header[0] != control_word:
             raise RemoteProtocolError(
                 f"Bad frame header (control word {header[0]:#018x}); lost track of "
                 "the stream."
@@ -218,13 +219,14 @@ def parse_frames_counted(
                 f"Peer announced a {size}-byte message; the limit is "
                 f"{max_message_size} bytes (raise max_message_size if this is wanted)."
             )
-        frame_end = pos + HEADER_SIZE + size
+        data_start = pos + HEADER_SIZE
+        frame_end = data_start + size
         if frame_end > end:
             return frames, pos, HEADER_SIZE + size, signals
         if copy:
-            append((bytes(source[pos + HEADER_SIZE : frame_end]), header))
+            append((bytes(source[data_start:frame_end]), header))
         else:
-            append((source[pos + HEADER_SIZE : frame_end], header))
+            append((source[data_start:frame_end], header))
         if header[1] == SLOT_DUMMY:
             signals += 1
         pos = frame_end
