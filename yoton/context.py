@@ -513,7 +513,7 @@ class Context:
         consumers before delivering more.
         """
         deposits: dict = {}
-        context_packages = []
+        context_packages = None
         my_id = self._id
         with self._lock:
             seqs = self._source_seqs
@@ -556,9 +556,11 @@ class Context:
                         last_list = deposits.setdefault(slot, [])
                         last_list.append((data, recv_seq, header))
                     elif slot == wire.SLOT_CONTEXT or slot == wire.SLOT_CONTEXT_EXT:
-                        context_packages.append(
-                            wire.package_from_frame(data, header, recv_seq)
-                        )
+                        package = wire.package_from_frame(data, header, recv_seq)
+                        if context_packages is None:
+                            context_packages = [package]
+                        else:
+                            context_packages.append(package)
             if last_sid is not None:
                 seqs[last_sid] = last_seq
             self._recv_seq = recv_seq
@@ -569,17 +571,25 @@ class Context:
                 if not channel._receives_items:
                     items = [wire.package_from_frame(d, h, r) for d, r, h in items]
                 channel._recv_packages(items)
-                if channel._after_deposit is not None:
-                    after = after or []
-                    after.append(channel._after_deposit)
-                elif channel._q_in.over_high_water():
-                    full = full or []
-                    full.append(channel._q_in)
-        if after:
+                handler = channel._after_deposit
+                if handler is not None:
+                    if after is None:
+                        after = [handler]
+                    else:
+                        after.append(handler)
+                else:
+                    queue = channel._q_in
+                    if queue.flow_control and queue.over_high_water():
+                        if full is None:
+                            full = [queue]
+                        else:
+                            full.append(queue)
+        if after is not None:
             for handler in after:
                 handler()
-        for package in context_packages:
-            self._recv_context_package(package, via)
+        if context_packages is not None:
+            for package in context_packages:
+                self._recv_context_package(package, via)
         return full
 
     def _recv_context_package(self, package: wire.Package, via: TcpConnection) -> None:

@@ -45,7 +45,10 @@ class PackageQueue:
         self, maxlen: int = DEFAULT_QUEUE_SIZE, discard: str = "old", name: str = ""
     ):
         self._items: deque = deque()
-        self._cond = threading.Condition(threading.Lock())
+        # Taken directly where nothing waits: Condition's own enter and exit
+        # are Python code, a cost on every push.
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
         self._maxlen = int(maxlen)
         self._discard_old = discard == "old"
         self._closed = False
@@ -77,7 +80,7 @@ class PackageQueue:
 
     def push(self, item: Any) -> None:
         """Append an item, discarding one if the queue is full."""
-        with self._cond:
+        with self._lock:
             items = self._items
             if len(items) >= self._maxlen:
                 if not self._discard_old:
@@ -91,7 +94,7 @@ class PackageQueue:
 
     def push_many(self, new_items: Iterable[Any]) -> None:
         """Append several items at once (one wake-up)."""
-        with self._cond:
+        with self._lock:
             items = self._items
             items.extend(new_items)
             excess = len(items) - self._maxlen
@@ -157,7 +160,7 @@ class PackageQueue:
 
     def pop_all(self) -> list:
         """Pop every item currently queued."""
-        with self._cond:
+        with self._lock:
             result = list(self._items)
             self._items.clear()
         if self._producers_waiting or self._stalled:
@@ -213,7 +216,7 @@ class PackageQueue:
 
     def clear(self) -> None:
         """Remove all items."""
-        with self._cond:
+        with self._lock:
             self._items.clear()
 
     def close(self) -> None:

@@ -27,9 +27,16 @@ from ..errors import (
     ReplierLostError,
     TimeoutError,
 )
-from ..message_types import OBJECT, decode_request, encode_request
+from ..message_types import (
+    OBJECT,
+    decode_object,
+    decode_request,
+    encode_object,
+    encode_request,
+)
 from ..queues import Empty
 from ..threads import start_thread
+from ..wire import H_DEST_ID, H_DEST_SEQ, H_SOURCE_ID
 from .base import BaseChannel
 
 logger = logging.getLogger("yoton")
@@ -85,11 +92,12 @@ class Future:
     ) -> None:
         self._channel = req_channel
         self._request_id = request_id
-        self._cond = threading.Lock()  # guards the status and callback lists
-        # Held until the future is done; waiters block on it (cheaper than a
-        # Condition: a single C-level lock hand-off wakes the waiting thread).
-        self._gate = threading.Lock()
-        self._gate.acquire()
+        self._cond = threading.Lock()  # guards the status, gate and callbacks
+        # Made (and held) by the first thread that must block until the future
+        # is done, released when it is done (cheaper than a Condition: a
+        # single C-level lock hand-off wakes the waiting thread). A caller
+        # that reads its reply itself (see _wait) never needs one.
+        self._gate: threading.Lock | None = None
         self._status = _PENDING
         self._result: Any = None
         self._callbacks: list = []
@@ -144,12 +152,19 @@ class Future:
                     return
                 if timeout is not None:
                     timeout -= time.monotonic() - started
+        with self._cond:
+            if self._status >= _CANCELLED:
+                return
+            gate = self._gate
+            if gate is None:
+                gate = self._gate = threading.Lock()
+                gate.acquire()
         if timeout is None:
-            passed = self._gate.acquire()
+            passed = gate.acquire()
         else:
-            passed = self._gate.acquire(timeout=max(0.0, timeout))
+            passed = gate.acquire(timeout=max(0.0, timeout))
         if passed:
-            self._gate.release()  # let any other waiter through as well
+            gate.release()  # let any other waiter through as well
 
     def result(self, timeout: float | None = None) -> Any:
         """Return the reply, waiting up to ``timeout`` s (TimeoutError after)."""
@@ -208,7 +223,9 @@ class Future:
             if self._status != _PENDING:
                 return self._status == _CANCELLED
             self._status = _CANCELLED
-        self._gate.release()
+            gate = self._gate
+        if gate is not None:
+            gate.release()
         if self._channel is not None:
             self._channel._request_cancelled(self)
         self._run_callbacks()
@@ -254,7 +271,9 @@ class Future:
                 return False
             self._status = status
             self._result = value
-        wakeups.wake(self._gate.release)
+            gate = self._gate
+        if gate is not None:
+            wakeups.wake(gate.release)
         if self._callbacks or self._waiters:
             self._run_callbacks()
         return True
@@ -434,28 +453,32 @@ class ReqChannel(BaseChannel):
 
     # -- receiving -----------------------------------------------------------------
 
-    def _recv_packages(self, packages: list) -> None:
-        self._arrived.extend(packages)  # routing lock held: handled right after
+    # Received (payload, recv_seq, header) items, not Packages (see BaseChannel).
+    _receives_items = True
+
+    def _recv_packages(self, items: list) -> None:
+        self._arrived.extend(items)  # routing lock held: handled right after
 
     def _after_deposit(self) -> None:
         """Handle acknowledgements and replies (called outside the routing lock)."""
         arrived = self._arrived
+        my_id = self._context._id
         while arrived:  # looked at first: an empty pop costs an exception
             try:
-                package = arrived.popleft()
+                data, _, header = arrived.popleft()
             except IndexError:
                 return  # another receiving thread took it
-            if package.dest_id != self._context.id:
+            if header[H_DEST_ID] != my_id:
                 continue
-            if package.dest_seq >= REQREP_SEQ_REF:
-                self._on_control(package)
+            if header[H_DEST_SEQ] >= REQREP_SEQ_REF:
+                self._on_control(data, header)
             else:
-                self._on_reply(package)
+                self._on_reply(data, header)
 
-    def _on_control(self, package) -> None:
-        request_id = package.dest_seq - REQREP_SEQ_REF
-        what = bytes(package.data)
-        replier = package.source_id
+    def _on_control(self, data: bytes, header: tuple) -> None:
+        request_id = header[H_DEST_SEQ] - REQREP_SEQ_REF
+        what = bytes(data)
+        replier = header[H_SOURCE_ID]
         with self._lock:
             future = self._futures.get(request_id)
             self._repliers.setdefault(replier, 0)
@@ -497,16 +520,16 @@ class ReqChannel(BaseChannel):
         else:
             self._ask(future)
 
-    def _on_reply(self, package) -> None:
+    def _on_reply(self, data: bytes, header: tuple) -> None:
         with self._lock:
-            future = self._futures.pop(package.dest_seq, None)
-            replier = package.source_id
+            future = self._futures.pop(header[H_DEST_SEQ], None)
+            replier = header[H_SOURCE_ID]
             outstanding = self._repliers.get(replier, 0)
             self._repliers[replier] = outstanding - 1 if outstanding > 0 else 0
         if future is None:
             return
         try:
-            reply = self.message_from_bytes(package.data)
+            reply = decode_object(data)
         except Exception as err:
             future.set_exception(err)
             return
@@ -614,18 +637,18 @@ class RepChannel(BaseChannel):
                 if not self._q_in._items:
                     self._read_requests()
                 try:
-                    package = self._q_in.pop(True)
+                    item = self._q_in.pop(True)
                 except Empty:
                     break  # closed
                 if self._mode != 2:
                     # Switched off (or to event mode) while we waited: leave the
                     # call for whoever serves next.
                     with self._q_in._cond:
-                        self._q_in._items.appendleft(package)
+                        self._q_in._items.appendleft(item)
                     if self._mode == 1:
                         events.call_later(self._process_pending, 0)
                     continue
-                self._handle(package)
+                self._handle(item)
                 self._acknowledge_next()
         except BaseException:
             with self._lock:  # e.g. SystemExit in a method: set_mode() restarts
@@ -645,53 +668,55 @@ class RepChannel(BaseChannel):
         if self._mode != 1:
             return
         while True:
-            package = self._recv(False)
-            if package is None:
+            item = self._recv(False)
+            if item is None:
                 break
-            self._handle(package)
+            self._handle(item)
         self._acknowledge_next()
 
-    def _recv_packages(self, packages: list) -> None:
+    # Received (payload, recv_seq, header) items, not Packages (see BaseChannel):
+    # the queue holds the calls as such.
+    _receives_items = True
+
+    def _recv_packages(self, items: list) -> None:
         # Routing lock held: handle control messages here, queue calls.
         # In arrival order: a requester sends the call and then "req-" for it,
         # often in one batch; the call must be matched to our "req!" first.
         queued = False
-        for package in packages:
-            if package.dest_seq >= REQREP_SEQ_REF:
-                self._on_control(package)
+        my_id = self._context._id
+        for item in items:
+            header = item[2]
+            _, _, requester, _, dest_id, request_id, _ = header
+            if request_id >= REQREP_SEQ_REF:
+                self._on_control(item[0], header)
                 continue
-            if package.dest_id != self._context.id:
+            if dest_id != my_id:
                 continue
             with self._lock:
                 acked = self._acked
-                is_acked = acked is not None and acked[:2] == (
-                    package.source_id,
-                    package.dest_seq,
-                )
+                is_acked = acked is not None and acked[:2] == (requester, request_id)
                 if is_acked:
                     self._acked = None
                 elif self._busy or self._q_in._items or self._mode == 0:
                     # A direct call while busy or off: let the requester negotiate.
-                    self._bounce(package)
+                    self._bounce(requester, request_id)
                     continue
-                self._q_in.push(package)
+                self._q_in.push(item)
                 queued = True
         if queued:
             self._notify_received()  # we are not free to take another now
         else:
             self._acknowledge_next()
 
-    def _bounce(self, package) -> None:
+    def _bounce(self, requester: int, request_id: int) -> None:
         try:
-            self._send(
-                _BUSY, package.source_id, package.dest_seq + REQREP_SEQ_REF, block=False
-            )
+            self._send(_BUSY, requester, request_id + REQREP_SEQ_REF, block=False)
         except OSError:
             pass  # channel closed meanwhile; never raise in the IO thread
 
-    def _on_control(self, package) -> None:
-        key = (package.source_id, package.dest_seq - REQREP_SEQ_REF)
-        what = bytes(package.data)
+    def _on_control(self, data: bytes, header: tuple) -> None:
+        key = (header[H_SOURCE_ID], header[H_DEST_SEQ] - REQREP_SEQ_REF)
+        what = bytes(data)
         with self._lock:
             if what == _ASK:
                 # A repeated ask keeps its place: the oldest is served first.
@@ -729,26 +754,28 @@ class RepChannel(BaseChannel):
         except OSError:
             pass
 
-    def _handle(self, package) -> None:
+    def _handle(self, item: tuple) -> None:
+        """Answer one queued call, a (payload, recv_seq, header) item."""
         with self._lock:
             self._busy = True
         try:
-            reply = self._call(package)
+            reply = self._call(item[0])
             try:
-                data = self.message_to_bytes(reply)
+                data = encode_object(reply)
             except EncodeError as err:
-                data = self.message_to_bytes(_error_reply(err))
+                data = encode_object(_error_reply(err))
+            header = item[2]
             try:
-                self._send(data, package.source_id, package.dest_seq, block=False)
+                self._send(data, header[H_SOURCE_ID], header[H_DEST_SEQ], block=False)
             except OSError:
                 pass  # channel closed
         finally:
             with self._lock:
                 self._busy = False
 
-    def _call(self, package) -> Any:
+    def _call(self, data: bytes) -> Any:
         try:
-            name, args, kwargs = decode_request(package.data)
+            name, args, kwargs = decode_request(data)
             method = self._public_method(name)
             if not isinstance(args, list | tuple) or not isinstance(kwargs, dict):
                 raise TypeError("A request carries (name, args tuple, kwargs dict).")
