@@ -820,13 +820,22 @@ class TcpConnection(Connection):
                 return False
             mask = _CAN_MASK and _get_ident() == _MAIN_THREAD_ID
             deadline = _monotonic() + timeout
+            step = reader.step
             while not done():
                 # Short waits: done() may also come true from another thread.
-                wait = min(BORROW_SLICE, deadline - _monotonic())
-                if wait <= 0:
+                wait = deadline - _monotonic()
+                if wait > BORROW_SLICE:
+                    wait = BORROW_SLICE
+                elif wait <= 0:
                     break
-                reason = self._read_step(reader, wait, None, mask)
+                try:  # _read_step, inlined
+                    reason = step(wait, None, mask)
+                except wire.RemoteProtocolError as err:
+                    reason = str(err)
+                except OSError as err:
+                    reason = f"Socket error while receiving: {err}"
                 if reason is not None:
+                    reader.finished = reason
                     break
         finally:
             self._borrows += 1

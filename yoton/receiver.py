@@ -228,6 +228,14 @@ class SocketReader:
         Waiting (rather than dropping) lets TCP slow the sender down; slices
         keep one recv's worth of tiny messages from overflowing a queue at once.
         """
+        if not signals and len(frames) <= DELIVERY_SLICE:  # the usual case
+            full = self._deliver_to(frames, self.connection)
+            if full:
+                if deferred:
+                    wakeups.run_deferred(deferred)
+                for queue in full:
+                    queue.wait_for_consumer(CONSUMER_PATIENCE)
+            return None
         for first in range(0, len(frames), DELIVERY_SLICE):
             part = frames[first : first + DELIVERY_SLICE]
             if signals:
