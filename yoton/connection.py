@@ -84,7 +84,6 @@ _monotonic = time.monotonic
 _CAN_MASK = _sigmask is not None
 _MAIN_THREAD_ID = threading.main_thread().ident
 _get_ident = threading.get_ident
-_HEADER_SIZE = wire.HEADER_SIZE
 
 
 class ConnectionCollection(list):
@@ -820,22 +819,13 @@ class TcpConnection(Connection):
                 return False
             mask = _CAN_MASK and _get_ident() == _MAIN_THREAD_ID
             deadline = _monotonic() + timeout
-            step = reader.step
             while not done():
                 # Short waits: done() may also come true from another thread.
-                wait = deadline - _monotonic()
-                if wait > BORROW_SLICE:
-                    wait = BORROW_SLICE
-                elif wait <= 0:
+                wait = min(BORROW_SLICE, deadline - _monotonic())
+                if wait <= 0:
                     break
-                try:  # _read_step, inlined
-                    reason = step(wait, None, mask)
-                except wire.RemoteProtocolError as err:
-                    reason = str(err)
-                except OSError as err:
-                    reason = f"Socket error while receiving: {err}"
+                reason = self._read_step(reader, wait, None, mask)
                 if reason is not None:
-                    reader.finished = reason
                     break
         finally:
             self._borrows += 1

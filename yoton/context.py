@@ -37,7 +37,7 @@ _CONTROL_WORD = wire.CONTROL_WORD
 _monotonic = time.monotonic
 _MAIN_THREAD_ID = threading.main_thread().ident
 _get_ident = threading.get_ident
-#: A poster that finds this many payloads posted frames them (see _post).
+#: A poster that finds this many payloads posted frames them (see _after_post).
 POST_BATCH = 64
 #: A payload posted this long after the previous framing is framed at once.
 POST_GAP = 0.0002
@@ -88,8 +88,8 @@ class Context:
         self._sending_channels: dict = {}
         self._receiving_channels: dict = {}
         self._startup_queue = PackageQueue(*self._queue_params, name="startup")
-        # (header head, payload) posted by _post and not framed yet, in
-        # sending order (the head is wire.encode_header_head(slot, self.id)).
+        # (header head, payload) posted (see _after_post) and not framed yet,
+        # in sending order.
         self._posted: deque[tuple[bytes, bytes]] = deque()
         self._last_framing = 0.0
         self._send_seq = 0
@@ -387,29 +387,21 @@ class Context:
             if connection._out_bytes > HIGH_WATER_BYTES and not connection._congested:
                 connection._wait_writable()
 
-    def _post(self, head: bytes, data: bytes, block: bool = True) -> None:
-        """Send a small payload (<= POST_LIMIT) to every connection, like
-        :meth:`_send_frame`, but framed later together with its neighbours;
-        ``head`` is ``wire.encode_header_head(slot, self.id)``.
-
-        Dense traffic (a stream of published messages) then costs no lock and
-        no header per message: payloads wait in ``_posted`` and get their
-        sequence numbers and headers in one pass, in the order they were
-        posted, when POST_BATCH of them are waiting (by this poster), when
-        anything else is sent from this context (first), or when a sending
-        thread looks. A payload that comes after a pause is framed at once,
-        so sparse messages are not delayed.
-        """
-        posted = self._posted
-        posted.append((head, data))
-        count = len(posted)
-        if count >= POST_BATCH or count == 1:
-            self._after_post(count, block)
-
     def _after_post(self, count: int, block: bool) -> None:
-        """What :meth:`_post` does after appending, when ``count`` payloads
-        wait: frame them (a full batch, or one after a pause), or make sure a
-        sending thread will."""
+        """Called by a poster that just made ``count`` payloads wait in
+        ``_posted``, when that is 1 or POST_BATCH.
+
+        Posting sends a small payload (<= POST_LIMIT) to every connection like
+        :meth:`_send_frame` does, but framed later together with its
+        neighbours: a poster appends ``(wire.encode_header_head(slot, id),
+        payload)`` to ``_posted`` (PubChannel.send does), so a stream of
+        published messages costs no lock and no header per message. Payloads
+        get their sequence numbers and headers in one pass, in posting order:
+        when POST_BATCH of them wait (framed by that poster), when anything
+        else is sent from this context (framed first), or when a sending
+        thread looks. A payload posted after a pause is framed at once, so
+        sparse messages are not delayed.
+        """
         if count >= POST_BATCH or _monotonic() - self._last_framing > POST_GAP:
             self._frame_posted(block)
         else:
@@ -424,9 +416,9 @@ class Context:
                     cond.notify()
 
     def _frame_posted(self, block: bool) -> bool:
-        """Frame and queue everything posted so far (see :meth:`_post`); with
-        ``block``, wait while a connection is too far behind. Returns whether
-        one is."""
+        """Frame and queue everything posted so far (see :meth:`_after_post`);
+        with ``block``, wait while a connection is too far behind. Returns
+        whether one is."""
         masked = False
         previous = None
         full = False

@@ -170,6 +170,3 @@ class BaseChannel:
     def _emit_received(self) -> None:
         self._received_posted = False
         self._received_signal.emit_now(self)
-
-    def _decode(self, package: wire.Package) -> Any:
-        return self.message_from_bytes(package.data)

@@ -56,8 +56,8 @@ class PubChannel(BaseChannel):
         elif self._closed:
             self._check_open()
         elif 0 < len(data) <= POST_LIMIT:  # the empty message is not sent
-            # Context._post, inlined (this runs once per message): framed
-            # later with its neighbours.
+            # Posted to the context, framed later with its neighbours (see
+            # Context._after_post): no lock and no header per message.
             posted = self._posted
             posted.append((self._head, data))
             count = len(posted)
