@@ -193,7 +193,16 @@ def test_request_encoding_is_the_object_encoding(request):
 
 @FUZZ
 @given(
-    st.sampled_from([b"t\x03s\x04echo", b"t\x03s\x01x", b"t\x03", b"t\x03s\xff"]),
+    st.sampled_from(
+        [
+            b"t\x03s\x04echo",
+            b"t\x03s\x01x",
+            b"t\x03",
+            b"t\x03s\xff",
+            b"t\x03s\x04echot\x02",  # the argument tuple, decoded inline
+            b"t\x03s\x01xt\x01s",
+        ]
+    ),
     st.lists(tokens, max_size=20).map(b"".join),
 )
 def test_request_decoding_of_random_bytes(head, rest):

@@ -380,6 +380,18 @@ def test_decode_max_depth_ok():
 
 def test_decode_accepts_non_canonical_long_length():
     assert decode_object(b"s" + long_len(2) + b"ab") == "ab"
+    # 255 bytes follow the marker here, as they would after a short length of
+    # 255: the short-str shortcut must not take the marker for one.
+    text = "q" * 247
+    assert decode_object(b"s" + long_len(247) + text.encode()) == text
+
+
+@pytest.mark.parametrize("size", [0, 1, 254, 255, 256])
+def test_str_around_the_short_length_limit(size):
+    text = "z" * size
+    data = encode_object(text)
+    assert decode_object(data) == text
+    assert data[1] == (size if size < 255 else 255)
 
 
 # --- TEXT and BINARY -------------------------------------------------------------

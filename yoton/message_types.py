@@ -321,6 +321,18 @@ def encode_object(obj: Any) -> bytes:
 
     Raises EncodeError naming the offending type and where it sits in the value.
     """
+    tp = type(obj)
+    if tp is str:  # a scalar reply, the usual RPC result: written directly
+        try:
+            raw = str.encode(obj, "utf-8")
+        except UnicodeEncodeError:
+            raw = None  # the general way names the problem
+        if raw is not None and len(raw) < 255:
+            return _TYPE_LEN(_STR, len(raw)) + raw
+    elif tp is int and -(2**63) <= obj < 2**63:
+        return _PACK_INT(_INT, obj)
+    elif obj is None:
+        return _B_NONE
     out: list[bytes] = []
     try:
         _encode(obj, out, 0)
@@ -340,18 +352,34 @@ _EMPTY_DICT = bytes([_DICT, 0])
 
 def encode_request(name: str, args: tuple, kwargs: dict) -> bytes:
     """``encode_object((name, args, kwargs))``, the shape of every RPC call, with
-    the outer tuple and an empty kwargs written directly (twice as fast)."""
+    the outer tuple, the name, short strings and ints among the arguments and an
+    empty kwargs written directly (anything else goes the general way)."""
     if type(name) is not str or type(args) is not tuple or type(kwargs) is not dict:
         return encode_object((name, args, kwargs))
-    out = [_REQUEST_HEAD]
     try:
-        _encode_str(name, out)
-        _encode_container(args, out, 1)
+        raw = str.encode(name, "utf-8")
+        n = len(args)
+        if len(raw) >= 255 or n >= 255:
+            raise _PathError("")  # long: the general way
+        out = [_REQUEST_HEAD, _TYPE_LEN(_STR, len(raw)), raw, _TYPE_LEN(_TUPLE, n)]
+        append = out.append
+        for item in args:
+            tp = type(item)
+            if tp is str:
+                raw = str.encode(item, "utf-8")
+                if len(raw) >= 255:
+                    raise _PathError("")
+                append(_TYPE_LEN(_STR, len(raw)))
+                append(raw)
+            elif tp is int:
+                append(_PACK_INT(_INT, item))
+            else:
+                _encode(item, out, 2)
         if kwargs:
             _encode_container(kwargs, out, 1)
         else:
-            out.append(_EMPTY_DICT)
-    except _PathError:
+            append(_EMPTY_DICT)
+    except (_PathError, UnicodeEncodeError, struct.error):
         return encode_object((name, args, kwargs))  # raises, naming the path
     return b"".join(out)
 
@@ -487,6 +515,11 @@ def decode_object(data: bytes | bytearray | memoryview) -> Any:
     Only data is built; any malformed input raises DecodeError.
     """
     if type(data) is bytes:  # the usual case: index and slice it directly
+        if len(data) >= 2 and data[0] == _STR and data[1] == len(data) - 2 < 255:
+            try:  # a short str alone, the usual RPC result
+                return str(data[2:], "utf-8")
+            except UnicodeDecodeError:
+                pass  # the general way raises the DecodeError
         return _decode_all(data)
     try:
         mv = memoryview(data)
@@ -515,7 +548,10 @@ def decode_request(data: bytes | bytearray | memoryview) -> Any:
         if data[2] == _STR and size < 255 and pos <= end:
             try:
                 name = str(data[4:pos], "utf-8")
-                args, pos = _decode(data, pos, end, 1)
+                if pos + 2 <= end and data[pos] == _TUPLE and data[pos + 1] < 255:
+                    args, pos = _decode_short_tuple(data, pos + 2, end, data[pos + 1])
+                else:
+                    args, pos = _decode(data, pos, end, 1)
                 if data[pos:] == _EMPTY_DICT:
                     return name, args, {}
                 kwargs, pos = _decode(data, pos, end, 1)
@@ -524,6 +560,31 @@ def decode_request(data: bytes | bytearray | memoryview) -> Any:
             except (UnicodeDecodeError, DecodeError, RecursionError):
                 pass  # decode_object says what is wrong
     return decode_object(data)
+
+
+def _decode_short_tuple(data: bytes, pos: int, end: int, n: int) -> tuple[tuple, int]:
+    """The ``n`` items of a request's argument tuple, from ``pos``: what
+    :func:`_decode` gives at depth 1, with short strings and ints inline."""
+    if n > end - pos:
+        raise DecodeError("argument count larger than the data")
+    items = []
+    append = items.append
+    for _ in range(n):
+        code = data[pos] if pos < end else -1
+        if code == _STR and pos + 2 <= end:
+            size = data[pos + 1]
+            stop = pos + 2 + size
+            if size < 255 and stop <= end:
+                append(str(data[pos + 2 : stop], "utf-8"))  # may raise: fall back
+                pos = stop
+                continue
+        elif code == _INT and pos + 9 <= end:
+            append(_unpack_q(data, pos + 1)[0])
+            pos += 9
+            continue
+        value, pos = _decode(data, pos, end, 2)
+        append(value)
+    return tuple(items), pos
 
 
 def _decode_all(buf: bytes | memoryview) -> Any:
