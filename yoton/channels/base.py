@@ -10,7 +10,7 @@ from .. import events, wire
 from ..addresses import full_slot_name, slot_hash
 from ..context import Context
 from ..errors import ConnectionClosedError
-from ..message_types import TEXT, MessageType
+from ..message_types import TEXT, BinaryMessageType, MessageType, TextMessageType
 from ..queues import Empty, PackageQueue
 
 logger = logging.getLogger("yoton")
@@ -38,6 +38,12 @@ class BaseChannel:
             raise ValueError("slot_base must be a string.")
         self._context = context
         self._message_type_instance = message_type
+        # TextMessageType or BinaryMessageType when the channel uses exactly
+        # one of those (their coding is then done inline on hot paths).
+        kind = type(message_type)
+        self._builtin_type = (
+            kind if kind in (TextMessageType, BinaryMessageType) else None
+        )
         self.message_to_bytes = message_type.message_to_bytes
         self.message_from_bytes = message_type.message_from_bytes
         self._q_in = PackageQueue(*context._queue_params, name=slot_base)

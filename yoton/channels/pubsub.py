@@ -10,6 +10,7 @@ from typing import Any
 
 from .. import wire
 from ..context import POST_BATCH, POST_LIMIT
+from ..message_types import BinaryMessageType, TextMessageType
 from ..queues import Empty
 from ..wire import H_SOURCE_ID, H_SOURCE_SEQ
 from .base import BaseChannel
@@ -48,9 +49,12 @@ class PubChannel(BaseChannel):
 
     def send(self, message: Any) -> None:
         """Send a message to all subscribers; it arrives as one message."""
-        # Through the type (a method lookup the interpreter caches), not the
-        # bound method stored on the channel (looked up anew on every call).
-        data = self._message_type_instance.message_to_bytes(message)
+        if type(message) is bytes and self._builtin_type is BinaryMessageType:
+            data = message  # what BinaryMessageType gives, without a call
+        else:
+            # Through the type (a method lookup the interpreter caches), not
+            # the bound method stored on the channel (looked up anew per call).
+            data = self._message_type_instance.message_to_bytes(message)
         if self._full_subscribers or self._sync_subscribers:
             self._send_synced(data)
         elif self._closed:
@@ -202,6 +206,11 @@ class SubChannel(BaseChannel):
             message = self._consume([item])[0]
             self._check_queue_status()
             return message
+        builtin = self._builtin_type
+        if builtin is BinaryMessageType:
+            return item[0]  # received payloads are exact bytes already
+        if builtin is TextMessageType:
+            return str(item[0], "utf-8", "replace")
         # Through the type: a method lookup the interpreter caches.
         return self._message_type_instance.message_from_bytes(item[0])
 
