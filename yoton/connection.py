@@ -62,7 +62,7 @@ FORWARD_LIMIT_BYTES = 64 << 20
 #: A local sender waits at most this long for a peer that takes no data.
 CONGESTION_TIMEOUT = 5.0
 #: Payloads up to this size are joined with their header into one buffer.
-_JOIN_LIMIT = 16 << 10
+JOIN_LIMIT = 16 << 10
 #: Before reading a large payload, wait this long at most for the consumer to
 #: take the previous one (so a consumer that keeps up never holds two).
 _LARGE_WAIT = 0.02
@@ -376,7 +376,7 @@ class TcpConnection(Connection):
         sender should then call :meth:`_wait_writable`). A sparse frame is
         written by the calling thread at once (no hand-off, no batching delay).
         """
-        if len(data) > _JOIN_LIMIT:
+        if len(data) > JOIN_LIMIT:
             return self._enqueue((header, data), 1, forwarded, None)
         frame = header + data
         return self._enqueue((frame,), 1, forwarded, frame)

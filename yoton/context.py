@@ -14,6 +14,7 @@ from . import wire
 from .addresses import split_address
 from .connection import (
     HIGH_WATER_BYTES,
+    JOIN_LIMIT,
     STATUS_CONNECTED,
     STATUS_WAITING,
     STOP_CLOSED_FROM_THERE,
@@ -362,14 +363,22 @@ class Context:
             header = _pack_header(
                 _CONTROL_WORD, slot, self._id, seq, dest_id, dest_seq, len(data)
             )
+            # The frame's buffers, made once for all connections (see _queue).
+            if len(data) > JOIN_LIMIT:
+                single = None
+                buffers = (header, data)
+            else:
+                single = header + data
+                buffers = (single,)
             route = self._routes.get(dest_id) if dest_id else None
             if route is not None and route._status >= STATUS_WAITING:
-                full = route._queue(header, data)  # addressed: only towards it
+                # addressed: only towards it
+                full = route._enqueue(buffers, 1, False, single)
             else:
                 sent = False
                 for connection in self._connections:
                     if connection._status >= STATUS_WAITING:
-                        if connection._queue(header, data):
+                        if connection._enqueue(buffers, 1, False, single):
                             full = True
                         sent = True
                 if not sent:
