@@ -231,10 +231,7 @@ class SocketReader:
         if not signals and len(frames) <= DELIVERY_SLICE:  # the usual case
             full = self._deliver_to(frames, self.connection)
             if full:
-                if deferred:
-                    wakeups.run_deferred(deferred)
-                for queue in full:
-                    queue.wait_for_consumer(CONSUMER_PATIENCE)
+                self._wait_for_consumers(full, deferred)
             return None
         for first in range(0, len(frames), DELIVERY_SLICE):
             part = frames[first : first + DELIVERY_SLICE]
@@ -245,11 +242,16 @@ class SocketReader:
             else:
                 full = self._deliver_to(part, self.connection)
             if full:
-                if deferred:
-                    wakeups.run_deferred(deferred)
-                for queue in full:
-                    queue.wait_for_consumer(CONSUMER_PATIENCE)
+                self._wait_for_consumers(full, deferred)
         return None
+
+    @staticmethod
+    def _wait_for_consumers(full: list, deferred: list | None) -> None:
+        """Wait until the consumers of the ``full`` queues took enough."""
+        if deferred:
+            wakeups.run_deferred(deferred)  # they may be among those woken
+        for queue in full:
+            queue.wait_for_consumer(CONSUMER_PATIENCE)
 
     def _deliver(self, frames: list) -> tuple[str | None, list | None]:
         """Route frames, leaving out heartbeats; return (close reason, full
