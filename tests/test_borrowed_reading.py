@@ -225,6 +225,31 @@ def _points_after_calls(code) -> set:
     }
 
 
+def _poking_tracer(functions, seed: int, unless=lambda: False):
+    """A sys.settrace tracer that raises Poke in ``functions`` right after a call
+    returns (5% of such points, at random), except when ``unless()``."""
+    points = {f.__code__: _points_after_calls(f.__code__) for f in functions}
+    rng = random.Random(seed)
+
+    def local(frame, event, _arg):
+        if (
+            event == "opcode"
+            and frame.f_lasti in points[frame.f_code]
+            and rng.random() < 0.05
+            and not unless()
+        ):
+            raise Poke()
+        return local
+
+    def tracer(frame, event, _arg):
+        if frame.f_code in points:
+            frame.f_trace_opcodes = True
+            return local
+        return None
+
+    return tracer
+
+
 @pytest.mark.timeout(60, method="thread")  # a wedged connection hangs, not raises
 def test_an_exception_wherever_a_signal_can_land_in_queue_loses_nothing(served):
     """Like a Ctrl-C handler would, raise in the main thread's
@@ -235,21 +260,7 @@ def test_an_exception_wherever_a_signal_can_land_in_queue_loses_nothing(served):
     server, client, req = served
     req.close()
     req = yoton.ReqChannel(client, "svc", default_future_timeout=60)
-    code = yoton.connection.TcpConnection._enqueue.__code__
-    points = _points_after_calls(code)
-    rng = random.Random(1)
-
-    def local(frame, event, _arg):
-        if event == "opcode" and frame.f_lasti in points and rng.random() < 0.05:
-            raise Poke()
-        return local
-
-    def tracer(frame, event, _arg):
-        if frame.f_code is code:
-            frame.f_trace_opcodes = True
-            return local
-        return None
-
+    tracer = _poking_tracer([yoton.connection.TcpConnection._enqueue], seed=1)
     pokes = 0
     futures = []
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
@@ -285,33 +296,16 @@ def test_an_exception_wherever_a_signal_can_land_in_posting_loses_nothing(pair):
     sub = yoton.SubChannel(server, "posted")
     pub = yoton.PubChannel(client, "posted")
     connect_pubsub(pub, sub)
-    codes = {
-        yoton.PubChannel.send.__code__,
-        yoton.context.Context._after_post.__code__,
-        yoton.context.Context._frame_posted.__code__,
-        yoton.context.Context._frame_posted_locked.__code__,
-        yoton.context.Context._wake_senders.__code__,
-        yoton.connection.TcpConnection._enqueue.__code__,
-    }
-    points = {code: _points_after_calls(code) for code in codes}
-    rng = random.Random(2)
-
-    def local(frame, event, _arg):
-        if (
-            event == "opcode"
-            and frame.f_lasti in points[frame.f_code]
-            and rng.random() < 0.05
-            and not _sigint_blocked()  # a handler cannot run while masked
-        ):
-            raise Poke()
-        return local
-
-    def tracer(frame, event, _arg):
-        if frame.f_code in codes:
-            frame.f_trace_opcodes = True
-            return local
-        return None
-
+    functions = [
+        yoton.PubChannel.send,
+        yoton.context.Context._after_post,
+        yoton.context.Context._frame_posted,
+        yoton.context.Context._frame_posted_locked,
+        yoton.context.Context._wake_senders,
+        yoton.connection.TcpConnection._enqueue,
+    ]
+    # A handler cannot run while signals are masked: no pokes there.
+    tracer = _poking_tracer(functions, seed=2, unless=_sigint_blocked)
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
     sent = []
     pokes = 0

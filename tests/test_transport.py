@@ -284,13 +284,10 @@ def test_posted_and_directly_framed_messages_keep_send_order(pair):
     assert got == expected
 
 
-def test_close_right_after_a_burst_sends_all_of_it(make_context):
+def test_close_right_after_a_burst_sends_all_of_it(pair):
     """Closing a context straight after a stream of small messages (no flush)
     still sends every one: the posted payloads are framed before the close."""
-    a, b = make_context(), make_context()
-    conn = a.bind("localhost:0")
-    b.connect(f"localhost:{conn.port1}", timeout=5)
-    wait_for(lambda: conn.is_connected)
+    a, b = pair
     pub = yoton.PubChannel(a, "burst")
     sub = yoton.SubChannel(b, "burst")
     for i in range(2000):
