@@ -287,6 +287,12 @@ def make_parser(
     parser.add_argument(
         "--timeout", type=float, default=120.0, help="seconds per implementation"
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="take turns this many times and print medians and ratios to zmq",
+    )
     return parser
 
 
@@ -314,15 +320,46 @@ def run_rows(
     impls: Sequence[str],
     table: Table,
     measure: Callable[[str], Sequence[Any]],
+    rounds: int = 1,
+    figure: int | None = None,
+    unit: str = "",
 ) -> None:
-    """Measure each implementation and print its row; errors become n/a rows."""
-    for impl in impls:
-        try:
-            table.row(measure(impl))
-        except Exception as exc:  # one implementation failing must not stop the rest
-            table.error_row(impl, exc)
-        finally:
-            kill_all_children()
+    """Measure each implementation and print its row; errors become n/a rows.
+
+    With ``rounds`` > 1 the implementations take turns that many times (this
+    machine's speed drifts, so only figures from the same round compare), then
+    the median of column ``figure`` is printed per implementation, and for
+    each other implementation its per-round ratio to ``zmq``.
+    """
+    figures: dict[str, list[float]] = {impl: [] for impl in impls}
+    for _ in range(rounds):
+        for impl in impls:
+            try:
+                row = measure(impl)
+                table.row(row)
+                if figure is not None:
+                    figures[impl].append(float(str(row[figure]).replace(",", "")))
+            except Exception as exc:  # one implementation failing must not stop
+                table.error_row(impl, exc)
+                figures[impl].append(float("nan"))
+            finally:
+                kill_all_children()
+    if rounds < 2 or figure is None:
+        return
+    medians = ", ".join(
+        f"{impl} {statistics.median(values):,.0f}{unit}"
+        for impl, values in figures.items()
+    )
+    print(f"median of {rounds} rounds: {medians}")
+    if "zmq" not in figures:
+        return
+    for impl, values in figures.items():
+        if impl == "zmq":
+            continue
+        ratios = [a / b for a, b in zip(values, figures["zmq"])]
+        listed = " ".join(f"{r:.2f}" for r in ratios)
+        median = statistics.median(ratios)
+        print(f"{impl} / zmq per round: {listed} (median {median:.2f})")
 
 
 def parent_setup() -> None:

@@ -4,7 +4,7 @@ Prints msgs/s measured from the sender's first send to the receiver's last messa
 (and, for reference, from the receiver's first to last message), and how many
 messages were lost or arrived out of order. Run by hand:
 
-    python bench/bench_pubsub.py [--quick] [--only raw,zmq,zmq-default,yoton,ref]
+    python bench/bench_pubsub.py [--quick] [--rounds N] [--only raw,zmq,yoton,...]
 """
 
 from __future__ import annotations
@@ -128,7 +128,14 @@ def main() -> None:
         ]
     )
     impls = [name.strip() for name in args.only.split(",") if name.strip()]
-    B.run_rows(impls, table, lambda impl: measure(impl, count, args.timeout))
+    B.run_rows(
+        impls,
+        table,
+        lambda impl: measure(impl, count, args.timeout),
+        args.rounds,
+        figure=2,
+        unit=" msg/s",
+    )
     print(
         "msg/s: sender's first send to receiver's last message; "
         "msg/s recv: receiver's first to last message."

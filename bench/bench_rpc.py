@@ -3,7 +3,7 @@
 Prints the median, p99 and maximum round trip in microseconds, measured by the client
 after a warm-up. Run by hand:
 
-    python bench/bench_rpc.py [--quick] [--only raw,zmq,yoton,floor,ref] [--count N]
+    python bench/bench_rpc.py [--quick] [--rounds N] [--only raw,zmq,yoton,floor,ref]
 
 ``ref`` (yoton 2.2) needs about 0.2 s per call, so its count is capped at 50.
 ``floor`` is the least pure Python can do with yoton's format: one thread per
@@ -167,7 +167,14 @@ def main() -> None:
         [("impl", 8), ("calls", 7), ("median us", 10), ("p99 us", 10), ("max us", 10)]
     )
     impls = [name.strip() for name in args.only.split(",") if name.strip()]
-    B.run_rows(impls, table, lambda impl: measure(impl, count, args.timeout))
+    B.run_rows(
+        impls,
+        table,
+        lambda impl: measure(impl, count, args.timeout),
+        args.rounds,
+        figure=2,
+        unit=" us",
+    )
 
 
 if __name__ == "__main__":
