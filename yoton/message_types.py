@@ -280,6 +280,11 @@ def _encode_container(obj: Any, out: list[bytes], depth: int) -> None:
     n = len(obj)
     code = _LIST if isinstance(obj, list) else _TUPLE
     out.append(_TYPE_LEN(code, n) if n < 255 else _TYPE_LONGLEN(code, 255, n))
+    _encode_items(obj, out, depth)
+
+
+def _encode_items(obj: list | tuple, out: list[bytes], depth: int) -> None:
+    """Append the encodings of the items of a list or tuple (at ``depth``)."""
     append = out.append
     i = 0
     try:
@@ -362,24 +367,12 @@ def encode_request(name: str, args: tuple, kwargs: dict) -> bytes:
         if len(raw) >= 255 or n >= 255:
             raise _PathError("")  # long: the general way
         out = [_REQUEST_HEAD, _TYPE_LEN(_STR, len(raw)), raw, _TYPE_LEN(_TUPLE, n)]
-        append = out.append
-        for item in args:
-            tp = type(item)
-            if tp is str:
-                raw = str.encode(item, "utf-8")
-                if len(raw) >= 255:
-                    raise _PathError("")
-                append(_TYPE_LEN(_STR, len(raw)))
-                append(raw)
-            elif tp is int:
-                append(_PACK_INT(_INT, item))
-            else:
-                _encode(item, out, 2)
+        _encode_items(args, out, 2)
         if kwargs:
             _encode_container(kwargs, out, 1)
         else:
-            append(_EMPTY_DICT)
-    except (_PathError, UnicodeEncodeError, struct.error):
+            out.append(_EMPTY_DICT)
+    except (_PathError, UnicodeEncodeError):
         return encode_object((name, args, kwargs))  # raises, naming the path
     return b"".join(out)
 
@@ -476,28 +469,7 @@ def _decode(buf: bytes | memoryview, pos: int, end: int, depth: int) -> tuple[An
                         f"dict key at byte {kpos} is unhashable ({type(key).__name__})"
                     ) from None
             return result, pos
-        items = []
-        append = items.append
-        for _ in range(n):
-            # Short strings and ints inline (every RPC call has some); anything
-            # else, and every irregular case, goes through _decode.
-            item_code = buf[pos] if pos < end else -1
-            if item_code == _STR and pos + 2 <= end:
-                size = buf[pos + 1]
-                stop = pos + 2 + size
-                if size < 255 and stop <= end:
-                    try:
-                        append(str(buf[pos + 2 : stop], "utf-8"))
-                        pos = stop
-                        continue
-                    except UnicodeDecodeError:
-                        pass  # _decode raises the DecodeError
-            elif item_code == _INT and pos + 9 <= end:
-                append(_unpack_q(buf, pos + 1)[0])
-                pos += 9
-                continue
-            value, pos = _decode(buf, pos, end, depth)
-            append(value)
+        items, pos = _decode_items(buf, pos, end, n, depth)
         return (items if code == _LIST else tuple(items)), pos
     if code == _BYTES:
         n, pos = _read_len(buf, pos, end)
@@ -548,8 +520,10 @@ def decode_request(data: bytes | bytearray | memoryview) -> Any:
         if data[2] == _STR and size < 255 and pos <= end:
             try:
                 name = str(data[4:pos], "utf-8")
-                if pos + 2 <= end and data[pos] == _TUPLE and data[pos + 1] < 255:
-                    args, pos = _decode_short_tuple(data, pos + 2, end, data[pos + 1])
+                n = data[pos + 1] if pos + 2 <= end and data[pos] == _TUPLE else 255
+                if n < 255 and n <= end - pos - 2:  # a short argument tuple
+                    args, pos = _decode_items(data, pos + 2, end, n, 2)
+                    args = tuple(args)
                 else:
                     args, pos = _decode(data, pos, end, 1)
                 if data[pos:] == _EMPTY_DICT:
@@ -562,29 +536,34 @@ def decode_request(data: bytes | bytearray | memoryview) -> Any:
     return decode_object(data)
 
 
-def _decode_short_tuple(data: bytes, pos: int, end: int, n: int) -> tuple[tuple, int]:
-    """The ``n`` items of a request's argument tuple, from ``pos``: what
-    :func:`_decode` gives at depth 1, with short strings and ints inline."""
-    if n > end - pos:
-        raise DecodeError("argument count larger than the data")
+def _decode_items(
+    buf: bytes | memoryview, pos: int, end: int, n: int, depth: int
+) -> tuple[list, int]:
+    """Decode the ``n`` items of a list or tuple from ``pos`` (at ``depth``);
+    the caller checked that ``n`` fits the data."""
     items = []
     append = items.append
     for _ in range(n):
-        code = data[pos] if pos < end else -1
-        if code == _STR and pos + 2 <= end:
-            size = data[pos + 1]
+        # Short strings and ints inline (every RPC call has some); anything
+        # else, and every irregular case, goes through _decode.
+        item_code = buf[pos] if pos < end else -1
+        if item_code == _STR and pos + 2 <= end:
+            size = buf[pos + 1]
             stop = pos + 2 + size
             if size < 255 and stop <= end:
-                append(str(data[pos + 2 : stop], "utf-8"))  # may raise: fall back
-                pos = stop
-                continue
-        elif code == _INT and pos + 9 <= end:
-            append(_unpack_q(data, pos + 1)[0])
+                try:
+                    append(str(buf[pos + 2 : stop], "utf-8"))
+                    pos = stop
+                    continue
+                except UnicodeDecodeError:
+                    pass  # _decode raises the DecodeError
+        elif item_code == _INT and pos + 9 <= end:
+            append(_unpack_q(buf, pos + 1)[0])
             pos += 9
             continue
-        value, pos = _decode(data, pos, end, 2)
+        value, pos = _decode(buf, pos, end, depth)
         append(value)
-    return tuple(items), pos
+    return items, pos
 
 
 def _decode_all(buf: bytes | memoryview) -> Any:
