@@ -42,8 +42,9 @@ _get_ident = threading.get_ident
 POST_BATCH = 64
 #: A payload posted this long after the previous framing is framed at once.
 POST_GAP = 0.0002
-#: Payloads up to this size may be posted (larger ones are sent at once).
-POST_LIMIT = 16 << 10
+#: Payloads up to this size may be posted (larger ones are sent at once): the
+#: size up to which a frame is one joined buffer.
+POST_LIMIT = JOIN_LIMIT
 
 MSG_NEW_CONNECTION = b"NEW_CONNECTION"
 MSG_CLOSE_CONNECTION = b"CLOSE_CONNECTION"
@@ -472,9 +473,9 @@ class Context:
             if len(posted) == 1:  # sparse: the connection may write it inline
                 head, data = take()
                 self._send_seq = seq = seq + 1
-                header = head + _pack_tail(seq, len(data))
+                frame = head + _pack_tail(seq, len(data)) + data
                 for connection in connections:
-                    if connection._queue(header, data):
+                    if connection._enqueue((frame,), 1, False, frame):
                         full = True
                 continue
             parts = []  # header parts and payloads, joined into one buffer below

@@ -129,7 +129,6 @@ class ParseResult(NamedTuple):
 # dest seq, size). Tuples of ints and bytes cost a fraction of an object with
 # seven attributes, and the garbage collector soon stops tracking them; the
 # router turns them into Packages only for channels that want Packages.
-H_SLOT = 1
 H_SOURCE_ID = 2
 H_SOURCE_SEQ = 3
 H_DEST_ID = 4
