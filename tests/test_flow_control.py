@@ -6,9 +6,11 @@ import time
 
 import pytest
 from conftest import wait_for
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import yoton
-from yoton.queues import PackageQueue
+from yoton.queues import ArrivalQueue, PackageQueue
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -96,3 +98,50 @@ def test_queue_waits_for_a_consumer_and_gives_up_on_a_stalled_one():
     assert not queue.over_high_water()
     queue.pop(False)
     assert queue.over_high_water()
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.sampled_from(["old", "new"]),
+    st.lists(
+        st.one_of(
+            st.lists(st.integers(1, 3), min_size=1, max_size=4),  # runs of one push
+            st.integers(0, 5),  # take that many
+        ),
+        max_size=30,
+    ),
+)
+def test_arrival_queue_keeps_the_arrival_order_of_what_it_keeps(discard, steps):
+    """An ArrivalQueue remembers each item's recv_seq by runs; whatever it
+    discarded or gave away, it tells the right one for what it still holds."""
+    queue = ArrivalQueue(6, discard)
+    model: list[tuple[int, int]] = []  # (item, recv_seq) as a plain list would keep
+    recv_seq = item = 0
+    for step in steps:
+        if isinstance(step, list):  # a push: runs with gaps between them
+            new_items, runs = [], []
+            for length in step:
+                recv_seq += 2  # something else arrived in between
+                runs.append((len(new_items), recv_seq))
+                for k in range(length):
+                    item += 1
+                    new_items.append(item)
+                    model.append((item, recv_seq + k))
+                recv_seq += length - 1
+            queue.push_runs(new_items, runs)
+            excess = len(model) - 6
+            if excess > 0:
+                model = model[excess:] if discard == "old" else model[:6]
+        else:
+            for _ in range(min(step, len(model))):
+                assert queue.pop(False) == model.pop(0)[0]
+        assert len(queue) == len(model)
+        for position in range(len(model)):
+            assert queue.arrival(position) == model[position][1]
+        if model:
+            assert queue.arrival(-1) == model[-1][1]
+            for limit in {model[0][1] - 1, model[len(model) // 2][1], model[-1][1] + 5}:
+                assert queue.count_arrived_by(limit) == sum(
+                    r <= limit for _, r in model
+                )
+        assert queue.count_arrived_by(float("inf")) == len(model)

@@ -115,6 +115,70 @@ def test_fuzz_frames_round_trip(items):
     ]
 
 
+def test_received_frames_carry_every_header_field():
+    data = _frames(wire.Package(b"abc", 10, 0x0123456789ABCDEF, 5, 77, 2**63 + 1))
+    frames, consumed, pending, signals = wire.parse_frames_counted(data, 0, len(data))
+    assert (consumed, pending, signals) == (len(data), 0, 0)
+    (frame,) = frames
+    assert wire.split_head(frame[wire.F_HEAD]) == (10, 0x0123456789ABCDEF)
+    assert frame[wire.F_SOURCE_SEQ] == 5 and frame[wire.F_DEST_ID] == 77
+    assert frame[wire.F_DEST_SEQ] == 2**63 + 1 and frame[wire.F_DATA] == b"abc"
+    assert wire.frame_source_id(frame) == 0x0123456789ABCDEF
+    assert wire.frame_header(frame) == data[: wire.HEADER_SIZE]
+
+
+def test_parse_bad_control_word_inside_a_run_of_alike_frames():
+    """The parser guesses that a frame is like the two before it; a frame that
+    has their size but a broken control word is still refused."""
+    data = bytearray(_frames(*(wire.Package(b"xy", 10, 1, i + 1) for i in range(4))))
+    data[3 * (wire.HEADER_SIZE + 2)] ^= 1
+    with pytest.raises(RemoteProtocolError, match="control word"):
+        wire.parse_frames(data, 0, len(data))
+
+
+def test_heartbeats_are_counted_after_a_run_of_alike_frames():
+    packages = [wire.Package(b"", 10, 1, i + 1) for i in range(3)]
+    data = _frames(*packages) + wire.HEARTBEAT_FRAME
+    frames, _, _, signals = wire.parse_frames_counted(data, 0, len(data))
+    assert len(frames) == 4 and signals
+
+
+# Few sizes, slots and sources, so that runs of alike frames (the parser's
+# guess) start and end anywhere.
+_RUN_ITEMS = st.lists(
+    st.tuples(
+        st.sampled_from([8, 9]), st.sampled_from([5, 6]), st.sampled_from([0, 1, 3])
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_RUN_ITEMS, st.data())
+def test_fuzz_runs_of_alike_frames_round_trip(items, data):
+    packages = [
+        wire.Package(b"z" * n, s, src, i + 1, 0, i)
+        for i, (s, src, n) in enumerate(items)
+    ]
+    raw = _frames(*packages)
+    cut = data.draw(st.integers(0, len(raw)))
+    frames, consumed, pending, _ = wire.parse_frames_counted(bytearray(raw), 0, cut)
+    expected = []
+    pos = 0
+    for p in packages:
+        if pos + wire.HEADER_SIZE + len(p.data) > cut:
+            break
+        expected.append(p)
+        pos += wire.HEADER_SIZE + len(p.data)
+    assert consumed == pos
+    got = [(*wire.split_head(f[0]), f[1], f[3], f[5]) for f in frames]
+    assert got == [
+        (p.slot, p.source_id, p.source_seq, p.dest_seq, p.data) for p in expected
+    ]
+    if cut - pos >= wire.HEADER_SIZE:
+        assert pending == wire.HEADER_SIZE + len(packages[len(expected)].data)
+
+
 # -- greeting state machine --------------------------------------------------
 
 

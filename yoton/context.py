@@ -58,6 +58,17 @@ def _new_context_id() -> int:
     return (millis << 32) | int.from_bytes(os.urandom(4), "little") or 1
 
 
+_split_head = wire.split_head
+
+
+def _packages(frames: list, runs: list) -> list:
+    """Packages of deposited frames, their recv_seq restored from the runs."""
+    recv_seqs = []
+    for (index, recv_seq), following in zip(runs, runs[1:] + [(len(frames), 0)]):
+        recv_seqs.extend(range(recv_seq, recv_seq + following[0] - index))
+    return [wire.package_from_frame(f, r) for f, r in zip(frames, recv_seqs)]
+
+
 class Context:
     """A node in the network: channels attach to it, connections link it to others.
 
@@ -506,13 +517,14 @@ class Context:
         return connections[0] if len(connections) == 1 else None
 
     def _recv_packages(self, frames: list, via: TcpConnection | None) -> list | None:
-        """Route frames received on ``via`` (``(payload, header)`` pairs, see
-        :func:`wire.parse_frames_counted`): forward them and deposit them here.
+        """Route frames received on ``via`` (see :func:`wire.parse_frames_counted`):
+        forward them and deposit them here.
 
-        A channel gets ``(payload, recv_seq, header)`` items if it says so
-        (``_receives_items``), else Packages. Returns the flow-controlled
-        queues that are now too full, if any: the caller should wait for their
-        consumers before delivering more.
+        A channel that says so (``_receives_items``) gets the frames as they
+        are, with where its runs of consecutive arrivals start (see
+        SubChannel._recv_frames); others get Packages. Returns the
+        flow-controlled queues that are now too full, if any: the caller should
+        wait for their consumers before delivering more.
         """
         deposits: dict = {}
         context_packages = None
@@ -528,13 +540,15 @@ class Context:
                 else None
             )
             recv_seq = self._recv_seq
-            last_sid = last_seq = None
+            last_head = last_sid = last_seq = slot = None
             last_slot = last_list = None
-            for data, header in frames:
-                _, slot, sid, seq, dest, _, _ = header
-                if sid != last_sid:
+            for frame in frames:
+                head, seq, dest, _, _, data = frame
+                if head != last_head:
                     if last_sid is not None:
                         seqs[last_sid] = last_seq
+                    last_head = head
+                    slot, sid = _split_head(head)
                     last_sid, last_seq = sid, seqs.get(sid, 0)
                     if routes.get(sid) is not via:
                         routes[sid] = via
@@ -542,7 +556,7 @@ class Context:
                     continue  # already seen (arrived by another path)
                 last_seq = seq
                 if forward_to and dest != my_id:
-                    raw_header = _pack_header(*header)
+                    raw_header = wire.frame_header(frame)
                     route = routes.get(dest) if dest else None
                     if route is not None and route in forward_to:
                         route._queue(raw_header, data, True)
@@ -552,27 +566,34 @@ class Context:
                 if dest == 0 or dest == my_id:
                     recv_seq += 1
                     if slot == last_slot:
-                        last_list.append((data, recv_seq, header))
+                        last_list.append(frame)
                     elif slot in receiving:
                         last_slot = slot
-                        last_list = deposits.setdefault(slot, [])
-                        last_list.append((data, recv_seq, header))
-                    elif slot == wire.SLOT_CONTEXT or slot == wire.SLOT_CONTEXT_EXT:
-                        package = wire.package_from_frame(data, header, recv_seq)
-                        if context_packages is None:
-                            context_packages = [package]
-                        else:
-                            context_packages.append(package)
+                        deposit = deposits.get(slot)
+                        if deposit is None:
+                            deposit = deposits[slot] = ([], [])
+                        last_list = deposit[0]
+                        deposit[1].append((len(last_list), recv_seq))
+                        last_list.append(frame)
+                    else:
+                        last_slot = None  # a run of arrivals ends here
+                        if slot == wire.SLOT_CONTEXT or slot == wire.SLOT_CONTEXT_EXT:
+                            package = wire.package_from_frame(frame, recv_seq)
+                            if context_packages is None:
+                                context_packages = [package]
+                            else:
+                                context_packages.append(package)
             if last_sid is not None:
                 seqs[last_sid] = last_seq
             self._recv_seq = recv_seq
             # Deposit while holding the lock so recv_seq order is kept per channel.
             after = full = None
-            for slot, items in deposits.items():
+            for slot, (items, runs) in deposits.items():
                 channel = receiving[slot]
-                if not channel._receives_items:
-                    items = [wire.package_from_frame(d, h, r) for d, r, h in items]
-                channel._recv_packages(items)
+                if channel._receives_items:
+                    channel._recv_frames(items, runs)
+                else:
+                    channel._recv_packages(_packages(items, runs))
                 handler = channel._after_deposit
                 if handler is not None:
                     if after is None:

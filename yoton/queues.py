@@ -226,8 +226,86 @@ class PackageQueue:
             self._cond.notify_all()
 
 
-class _TrackedHeader(tuple):
-    """A received frame's header that tells its window when it is gone."""
+class ArrivalQueue(PackageQueue):
+    """A PackageQueue whose items keep their arrival order (the context's
+    recv_seq) without carrying it: items arrive in runs of consecutive
+    arrivals, and each run is remembered as (index of its first item, its
+    recv_seq). Indexes count appended items, so taking items costs nothing."""
+
+    def __init__(
+        self, maxlen: int = DEFAULT_QUEUE_SIZE, discard: str = "old", name: str = ""
+    ):
+        super().__init__(maxlen, discard, name)
+        self._appended = 0  # items appended (and not discarded from the end)
+        self._runs: deque = deque()
+
+    def push_runs(self, new_items: list, runs: list) -> None:
+        """Append items; ``runs`` are (position in new_items, recv_seq) of the
+        first item of each run, the first at position 0."""
+        with self._lock:
+            items = self._items
+            marks = self._runs
+            base = self._appended
+            for position, recv_seq in runs:
+                marks.append((base + position, recv_seq))
+            items.extend(new_items)
+            self._appended = appended = base + len(new_items)
+            excess = len(items) - self._maxlen
+            if excess > 0:
+                if self._discard_old:
+                    for _ in range(excess):
+                        items.popleft()
+                else:
+                    for _ in range(excess):
+                        items.pop()
+                    self._appended = appended = appended - excess
+                    while marks and marks[-1][0] >= appended:
+                        marks.pop()  # runs of discarded items
+                self._count_drop(excess)
+            first = appended - len(items)  # index of the oldest item queued
+            while len(marks) > 1 and marks[1][0] <= first:
+                marks.popleft()
+        if self._consumers_waiting:
+            wakeups.wake(self._wake_consumers)
+
+    def arrival(self, position: int) -> int:
+        """Return the recv_seq of a queued item (0 the oldest, -1 the newest);
+        IndexError when there is none."""
+        with self._lock:
+            count = len(self._items)
+            if position < 0:
+                position += count
+            if not 0 <= position < count:
+                raise IndexError(position)
+            index = self._appended - count + position
+            for first, recv_seq in reversed(self._runs):
+                if first <= index:
+                    return recv_seq + index - first
+        raise IndexError(position)  # not reached: the first run covers the rest
+
+    def count_arrived_by(self, limit: float) -> int:
+        """Return how many queued items (from the oldest) arrived by recv_seq
+        ``limit`` (a number, or infinity)."""
+        with self._lock:
+            oldest = self._appended - len(self._items)
+            runs = list(self._runs)
+            stops = [first for first, _ in runs[1:]] + [self._appended]
+            taken = 0
+            for (first, recv_seq), stop in zip(runs, stops):
+                start = max(first, oldest)
+                if start >= stop:
+                    continue
+                if recv_seq + start - first > limit:
+                    break
+                last = min(stop, first + (limit - recv_seq) + 1)
+                taken += last - start
+                if last < stop:
+                    break
+            return int(taken)
+
+
+class _TrackedFrame(tuple):
+    """A received frame that tells its window when it is gone."""
 
     def __del__(self) -> None:
         self.release()
@@ -239,7 +317,7 @@ class LargeMessageWindow:
     Before receiving a large payload the IO thread waits (at most ``timeout``
     seconds, so a channel nobody reads cannot stall the connection) until every
     large message it received earlier has been taken by its consumer, i.e. its
-    header, which the queued item (or Package) holds, is gone. A consumer that
+    frame, which its queue (or Package) holds, is gone. A consumer that
     keeps up then never has two large messages in memory at once.
     """
 
@@ -248,9 +326,9 @@ class LargeMessageWindow:
         self._pending = 0
         self._timeout = timeout
 
-    def track(self, header: tuple) -> tuple:
-        """Return a copy of a frame header that is counted until it is gone."""
-        tracked = _TrackedHeader(header)
+    def track(self, frame: tuple) -> tuple:
+        """Return a copy of a received frame that is counted until it is gone."""
+        tracked = _TrackedFrame(frame)
         tracked.release = self._release
         with self._cond:
             self._pending += 1

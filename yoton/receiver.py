@@ -13,7 +13,6 @@ import io
 import select
 import signal
 import socket
-import struct
 import threading
 import time
 from typing import TYPE_CHECKING
@@ -42,8 +41,7 @@ DELIVERY_SLICE = 2048
 
 _MSG_WAITALL = getattr(socket, "MSG_WAITALL", 0)
 _HEADER_SIZE = wire.HEADER_SIZE
-_SIZE_OFFSET = wire.HEADER_SIZE - 8  # the payload size is the last u64
-_unpack_size = struct.Struct("<Q").unpack_from
+_DATA = wire.F_DATA
 _monotonic = time.monotonic
 
 
@@ -134,22 +132,10 @@ class SocketReader:
                 conn._timedout_signal.emit(conn, False)
         self._need_read = True
         buf, start, end = self._buf, self._start, self._end
-        if (
-            end - start >= _HEADER_SIZE
-            and end - start < _HEADER_SIZE + _unpack_size(buf, start + _SIZE_OFFSET)[0]
-        ):
-            # The first frame is incomplete: parse in place (checks it), copy nothing.
-            frames, start, pending, signals = wire.parse_frames_counted(
-                buf, start, end, self._max_size
-            )
-        else:
-            # One copy of what arrived lets every payload be sliced as bytes.
-            chunk = bytes(view[start:end])
-            frames, consumed, pending, signals = wire.parse_frames_counted(
-                chunk, 0, end - start, self._max_size
-            )
-            chunk = None
-            start += consumed
+        # Payloads are unpacked out of the buffer as bytes: it is reused at once.
+        frames, start, pending, signals = wire.parse_frames_counted(
+            buf, start, end, self._max_size
+        )
         self._start = start
         if pending >= LARGE_FRAME:
             if frames:  # deliver what came before, then maybe wait
@@ -167,7 +153,7 @@ class SocketReader:
             frame = None  # hold no reference: the window waits for it
             self._start = self._end = 0
             self._large_mode = True
-        elif frames and self._large_mode and frames[-1][0]:
+        elif frames and self._large_mode and frames[-1][_DATA]:
             self._large_mode = False
         if frames:
             reason = self._deliver_flow_controlled(frames, signals, deferred)
@@ -183,12 +169,13 @@ class SocketReader:
             self._start = 0
         return None
 
-    def _receive_large(self, total: int) -> tuple[bytes, tuple] | None:
+    def _receive_large(self, total: int) -> tuple | None:
         """Receive the rest of a large frame straight into one bytes object;
         its header is tracked by the connection's large-message window."""
         sock, view, start, end = self._sock, self._view, self._start, self._end
-        header = wire.HEADER.unpack_from(view, start)
-        size = header[6]
+        head = bytes(view[start : start + wire.HEAD_SIZE])
+        rest = wire.HEADER_REST.unpack_from(view, start + wire.HEAD_SIZE)
+        size = rest[3]
         prefix = end - start - _HEADER_SIZE
         if prefix == 0:
             data = sock.recv(size, _MSG_WAITALL)  # one allocation, filled in place
@@ -218,7 +205,7 @@ class SocketReader:
                     got += n
             data = payload.getvalue()
         self.connection._last_recv = _monotonic()
-        return data, self.connection._large_window.track(header)
+        return self.connection._large_window.track((head, *rest, data))
 
     def _deliver_flow_controlled(
         self, frames: list, signals: int, deferred: list | None
@@ -259,9 +246,8 @@ class SocketReader:
         routed = []
         deliver = self._deliver_to
         for frame in frames:
-            data, header = frame
-            if header[1] == wire.SLOT_DUMMY and not data:
-                if header[3] == wire.SIGNAL_CLOSE:
+            if not frame[_DATA] and wire.split_head(frame[0])[0] == wire.SLOT_DUMMY:
+                if frame[wire.F_SOURCE_SEQ] == wire.SIGNAL_CLOSE:
                     if routed:
                         deliver(routed, self.connection)
                     return STOP_CLOSED_FROM_THERE, None

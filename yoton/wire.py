@@ -124,15 +124,52 @@ class ParseResult(NamedTuple):
     pending_size: int  # total size of the incomplete frame at ``consumed`` (0: unknown)
 
 
-# A received frame is the pair (payload, header) where header is the 7-tuple
-# HEADER.unpack gives: (control word, slot, source id, source seq, dest id,
-# dest seq, size). Tuples of ints and bytes cost a fraction of an object with
-# seven attributes, and the garbage collector soon stops tracking them; the
-# router turns them into Packages only for channels that want Packages.
-H_SOURCE_ID = 2
-H_SOURCE_SEQ = 3
-H_DEST_ID = 4
-H_DEST_SEQ = 5
+# A received frame is the tuple one struct unpack of the whole frame gives:
+# (head, source seq, dest id, dest seq, size, payload), where head is the raw
+# 24 bytes of control word, slot and source id (the same for every frame one
+# context sends on one slot; routing decodes it only when it changes). One
+# tuple, one bytes head, one int and the payload: the fewest objects a frame
+# can cost; the router turns frames into Packages only for channels that want
+# Packages.
+F_HEAD = 0
+F_SOURCE_SEQ = 1
+F_DEST_ID = 2
+F_DEST_SEQ = 3
+F_DATA = 5
+HEAD_SIZE = HEADER_HEAD.size  # 24
+#: The last 32 bytes of a header (source seq, dest id, dest seq, size).
+HEADER_REST = struct.Struct("<4Q")
+_CONTROL_AND_SIZE = struct.Struct("<Q40xQ").unpack_from
+#: Frame unpackers by payload size (sizes repeat: a stream's messages are alike).
+_frame_unpackers: dict[int, object] = {}
+_MAX_UNPACKERS = 512
+
+
+def _frame_unpacker(size: int):
+    """Return the unpack_from of a whole frame with a ``size``-byte payload."""
+    unpack = _frame_unpackers.get(size)
+    if unpack is None:
+        unpack = struct.Struct(f"<{HEAD_SIZE}s4Q{size}s").unpack_from
+        if len(_frame_unpackers) >= _MAX_UNPACKERS:
+            _frame_unpackers.clear()
+        _frame_unpackers[size] = unpack
+    return unpack
+
+
+def split_head(head: bytes) -> tuple[int, int]:
+    """Return (slot, source id) of a frame's head."""
+    _, slot, source_id = HEADER_HEAD.unpack(head)
+    return slot, source_id
+
+
+def frame_source_id(frame: tuple) -> int:
+    """Return the source id of a received frame."""
+    return HEADER_HEAD.unpack(frame[F_HEAD])[2]
+
+
+def frame_header(frame: tuple) -> bytes:
+    """Return the 56-byte header of a received frame (to forward it)."""
+    return frame[F_HEAD] + HEADER_REST.pack(*frame[1:5])
 
 
 def received_frame(
@@ -142,25 +179,19 @@ def received_frame(
     source_seq: int = 0,
     dest_id: int = 0,
     dest_seq: int = 0,
-) -> tuple[bytes, tuple]:
-    """Return the received-frame pair of a package made here (as if received)."""
-    return data, (
-        CONTROL_WORD,
-        slot,
-        source_id,
-        source_seq,
-        dest_id,
-        dest_seq,
-        len(data),
-    )
+) -> tuple:
+    """Return the received frame of a package made here (as if received)."""
+    head = HEADER_HEAD.pack(CONTROL_WORD, slot, source_id)
+    return head, source_seq, dest_id, dest_seq, len(data), data
 
 
-def package_from_frame(data: bytes, header: tuple, recv_seq: int = 0) -> Package:
+def package_from_frame(frame: tuple, recv_seq: int = 0) -> Package:
     """Return the :class:`Package` of a received frame."""
-    _, slot, sid, sseq, did, dseq, _ = header
+    head, sseq, did, dseq, _, data = frame
+    _, slot, sid = HEADER_HEAD.unpack(head)
     package = Package(data, slot, sid, sseq, did, dseq, recv_seq)
-    if type(header) is not tuple:  # tracked: it lives as long as the package
-        package._keep = header
+    if type(frame) is not tuple:  # tracked: it lives as long as the package
+        package._keep = frame
     return package
 
 
@@ -182,7 +213,7 @@ def parse_frames(
     frames, consumed, pending, _ = parse_frames_counted(
         buffer, start, end, max_message_size
     )
-    packages = [package_from_frame(data, header) for data, header in frames]
+    packages = [package_from_frame(frame) for frame in frames]
     return ParseResult(packages, consumed, pending)
 
 
@@ -192,44 +223,68 @@ def parse_frames_counted(
     end: int,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
 ) -> tuple[list, int, int, int]:
-    """:func:`parse_frames` as received frames (``(payload, header)`` pairs),
-    plus how many are connection-level (slot 1): (frames, consumed,
-    pending_size, signals). A ``bytes`` buffer is fastest: its payloads are
-    sliced out directly."""
-    unpack_from = HEADER.unpack_from
-    # Slicing bytes gives bytes in one step; other buffers go through a view.
-    source = buffer if type(buffer) is bytes else memoryview(buffer)
-    copy = source is not buffer
+    """:func:`parse_frames` as received frames (see F_HEAD), plus whether
+    connection-level ones (slot 1) are among them: (frames, consumed,
+    pending_size, signals), ``signals`` 0 if there are none."""
     frames = []
     append = frames.append
     signals = 0
     pos = start
+    size = -1
+    frame_len = 0
+    unpack = None
+    head = None
+    run = False  # the last two frames had the same size: guess it again
     control_word = CONTROL_WORD
     while end - pos >= HEADER_SIZE:
-        header = unpack_from(buffer, pos)
-        if header[0] != control_word:
+        if run:
+            if end - pos >= frame_len:
+                frame = unpack(buffer, pos)
+                if frame[4] == size:
+                    if frame[0] != head:
+                        head = frame[0]
+                        signals += _check_head(head)
+                    append(frame)
+                    pos += frame_len
+                    continue
+            run = False
+        control, new_size = _CONTROL_AND_SIZE(buffer, pos)
+        if control != control_word:
             raise RemoteProtocolError(
-                f"Bad frame header (control word {header[0]:#018x}); lost track of "
+                f"Bad frame header (control word {control:#018x}); lost track of "
                 "the stream."
             )
-        size = header[6]
-        if size > max_message_size:
+        if new_size > max_message_size:
             raise MessageTooLargeError(
-                f"Peer announced a {size}-byte message; the limit is "
+                f"Peer announced a {new_size}-byte message; the limit is "
                 f"{max_message_size} bytes (raise max_message_size if this is wanted)."
             )
-        data_start = pos + HEADER_SIZE
-        frame_end = data_start + size
-        if frame_end > end:
-            return frames, pos, HEADER_SIZE + size, signals
-        if copy:
-            append((bytes(source[data_start:frame_end]), header))
+        if end - pos < HEADER_SIZE + new_size:
+            return frames, pos, HEADER_SIZE + new_size, signals
+        if new_size == size:
+            run = True
         else:
-            append((source[data_start:frame_end], header))
-        if header[1] == SLOT_DUMMY:
-            signals += 1
-        pos = frame_end
+            size = new_size
+            frame_len = HEADER_SIZE + size
+            unpack = _frame_unpacker(size)
+        frame = unpack(buffer, pos)
+        if frame[0] != head:
+            head = frame[0]
+            signals += _check_head(head)
+        append(frame)
+        pos += frame_len
     return frames, pos, 0, signals
+
+
+def _check_head(head: bytes) -> int:
+    """Check a new head's control word; return 1 if its slot is SLOT_DUMMY."""
+    control, slot, _ = HEADER_HEAD.unpack(head)
+    if control != CONTROL_WORD:
+        raise RemoteProtocolError(
+            f"Bad frame header (control word {control:#018x}); lost track of "
+            "the stream."
+        )
+    return 1 if slot == SLOT_DUMMY else 0
 
 
 def decode_header(header: bytes | bytearray | memoryview) -> Package:

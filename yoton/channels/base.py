@@ -46,7 +46,7 @@ class BaseChannel:
         )
         self.message_to_bytes = message_type.message_to_bytes
         self.message_from_bytes = message_type.message_from_bytes
-        self._q_in = PackageQueue(*context._queue_params, name=slot_base)
+        self._q_in = self._queue_class(*context._queue_params, name=slot_base)
         self._closed = False
         self._received_signal = events.Signal()
         self._received_posted = False
@@ -148,8 +148,11 @@ class BaseChannel:
         except Empty:
             return None
 
-    #: Whether the context deposits ``(payload, recv_seq, header)`` items
-    #: (see Context._recv_packages) rather than Packages.
+    #: The queue of received packages (or frames).
+    _queue_class = PackageQueue
+
+    #: Whether the context deposits received frames (see
+    #: wire.parse_frames_counted) with ``_recv_frames`` rather than Packages.
     _receives_items = False
 
     #: Whether a local send waits while a connection has too much queued
@@ -161,8 +164,7 @@ class BaseChannel:
     _after_deposit: Callable[[], None] | None = None
 
     def _recv_packages(self, packages: list) -> None:
-        """Called by the context (routing lock held) with packages for this slot
-        (or items, see ``_receives_items``)."""
+        """Called by the context (routing lock held) with packages for this slot."""
         self._q_in.push_many(packages)
         self._notify_received()
 

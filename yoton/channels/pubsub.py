@@ -11,8 +11,8 @@ from typing import Any
 from .. import wire
 from ..context import POST_BATCH, POST_LIMIT
 from ..message_types import BinaryMessageType, TextMessageType
-from ..queues import Empty
-from ..wire import H_SOURCE_ID, H_SOURCE_SEQ
+from ..queues import ArrivalQueue, Empty
+from ..wire import F_DATA, F_SOURCE_SEQ, frame_source_id
 from .base import BaseChannel
 
 #: Sync mode: a SubChannel asks publishers to wait above HWM and resume below LWM.
@@ -147,8 +147,10 @@ class PubChannel(BaseChannel):
 class SubChannel(BaseChannel):
     """The receiving side of publish/subscribe; iterate it to get pending messages."""
 
-    # Queued items are (payload, recv_seq, header), cheaper than Packages.
+    # Queued items are received frames, cheaper than Packages; the queue keeps
+    # their arrival order for select_sub_channel.
     _receives_items = True
+    _queue_class = ArrivalQueue
 
     def __init__(self, context, slot_base: str, message_type: Any = None) -> None:
         super().__init__(context, slot_base, message_type)
@@ -165,12 +167,11 @@ class SubChannel(BaseChannel):
 
     def _consume(self, items: list) -> list:
         if self._sync:
-            for item in items:
-                header = item[2]
-                self._consumed[header[H_SOURCE_ID]] = header[H_SOURCE_SEQ]
+            for frame in items:
+                self._consumed[frame_source_id(frame)] = frame[F_SOURCE_SEQ]
             self._since_report += len(items)
         decode = self.message_from_bytes
-        return [decode(item[0]) for item in items]
+        return [decode(frame[F_DATA]) for frame in items]
 
     def __iter__(self):
         return self
@@ -208,11 +209,11 @@ class SubChannel(BaseChannel):
             return message
         builtin = self._builtin_type
         if builtin is BinaryMessageType:
-            return item[0]  # received payloads are exact bytes already
+            return item[5]  # F_DATA; received payloads are exact bytes already
         if builtin is TextMessageType:
-            return str(item[0], "utf-8", "replace")
+            return str(item[5], "utf-8", "replace")
         # Through the type: a method lookup the interpreter caches.
-        return self._message_type_instance.message_from_bytes(item[0])
+        return self._message_type_instance.message_from_bytes(item[5])
 
     def recv_all(self) -> list:
         """Return all pending messages (possibly none)."""
@@ -223,16 +224,13 @@ class SubChannel(BaseChannel):
     def recv_selected(self) -> list:
         """After select_sub_channel(): the messages older than any pending
         message of the other channels given to it."""
-        selected = []
         queue = self._q_in
-        while True:
+        selected = []
+        for _ in range(queue.count_arrived_by(self._ref_seq)):
             try:
-                item = queue.peek(0)
-            except IndexError:
-                break
-            if item[1] > self._ref_seq:  # its recv_seq
-                break
-            selected.append(queue.pop(False))
+                selected.append(queue.pop(False))
+            except Empty:
+                break  # another thread took them
         messages = self._consume(selected)
         self._check_queue_status()
         return messages
@@ -248,8 +246,10 @@ class SubChannel(BaseChannel):
 
     # -- sync mode ---------------------------------------------------------------
 
-    def _recv_packages(self, packages: list) -> None:
-        super()._recv_packages(packages)
+    def _recv_frames(self, frames: list, runs: list) -> None:
+        """Called by the context (routing lock held) with frames for this slot."""
+        self._q_in.push_runs(frames, runs)
+        self._notify_received()
         if self._sync:
             self._check_queue_status()
 
@@ -285,7 +285,7 @@ class SubChannel(BaseChannel):
         # (recv_seq of the oldest pending message, recv_seq of the newest + 1)
         queue = self._q_in
         try:
-            return queue.peek(0)[1], queue.peek(-1)[1] + 1
+            return queue.arrival(0), queue.arrival(-1) + 1
         except IndexError:
             return -1, -1
 

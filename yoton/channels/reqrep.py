@@ -36,7 +36,7 @@ from ..message_types import (
 )
 from ..queues import Empty
 from ..threads import start_thread
-from ..wire import H_DEST_ID, H_DEST_SEQ, H_SOURCE_ID
+from ..wire import F_DATA, F_DEST_ID, F_DEST_SEQ, frame_source_id, split_head
 from .base import BaseChannel
 
 logger = logging.getLogger("yoton")
@@ -453,11 +453,11 @@ class ReqChannel(BaseChannel):
 
     # -- receiving -----------------------------------------------------------------
 
-    # Received (payload, recv_seq, header) items, not Packages (see BaseChannel).
+    # Received frames, not Packages (see BaseChannel).
     _receives_items = True
 
-    def _recv_packages(self, items: list) -> None:
-        self._arrived.extend(items)  # routing lock held: handled right after
+    def _recv_frames(self, frames: list, runs: list) -> None:
+        self._arrived.extend(frames)  # routing lock held: handled right after
 
     def _after_deposit(self) -> None:
         """Handle acknowledgements and replies (called outside the routing lock)."""
@@ -465,20 +465,20 @@ class ReqChannel(BaseChannel):
         my_id = self._context._id
         while arrived:  # looked at first: an empty pop costs an exception
             try:
-                data, _, header = arrived.popleft()
+                frame = arrived.popleft()
             except IndexError:
                 return  # another receiving thread took it
-            if header[H_DEST_ID] != my_id:
+            if frame[F_DEST_ID] != my_id:
                 continue
-            if header[H_DEST_SEQ] >= REQREP_SEQ_REF:
-                self._on_control(data, header)
+            if frame[F_DEST_SEQ] >= REQREP_SEQ_REF:
+                self._on_control(frame)
             else:
-                self._on_reply(data, header)
+                self._on_reply(frame)
 
-    def _on_control(self, data: bytes, header: tuple) -> None:
-        request_id = header[H_DEST_SEQ] - REQREP_SEQ_REF
-        what = bytes(data)
-        replier = header[H_SOURCE_ID]
+    def _on_control(self, frame: tuple) -> None:
+        request_id = frame[F_DEST_SEQ] - REQREP_SEQ_REF
+        what = frame[F_DATA]
+        replier = frame_source_id(frame)
         with self._lock:
             future = self._futures.get(request_id)
             self._repliers.setdefault(replier, 0)
@@ -520,10 +520,11 @@ class ReqChannel(BaseChannel):
         else:
             self._ask(future)
 
-    def _on_reply(self, data: bytes, header: tuple) -> None:
+    def _on_reply(self, frame: tuple) -> None:
+        data = frame[F_DATA]
         with self._lock:
-            future = self._futures.pop(header[H_DEST_SEQ], None)
-            replier = header[H_SOURCE_ID]
+            future = self._futures.pop(frame[F_DEST_SEQ], None)
+            replier = frame_source_id(frame)
             outstanding = self._repliers.get(replier, 0)
             self._repliers[replier] = outstanding - 1 if outstanding > 0 else 0
         if future is None:
@@ -674,21 +675,21 @@ class RepChannel(BaseChannel):
             self._handle(item)
         self._acknowledge_next()
 
-    # Received (payload, recv_seq, header) items, not Packages (see BaseChannel):
-    # the queue holds the calls as such.
+    # Received frames, not Packages (see BaseChannel): the queue holds the
+    # calls as such.
     _receives_items = True
 
-    def _recv_packages(self, items: list) -> None:
+    def _recv_frames(self, frames: list, runs: list) -> None:
         # Routing lock held: handle control messages here, queue calls.
         # In arrival order: a requester sends the call and then "req-" for it,
         # often in one batch; the call must be matched to our "req!" first.
         queued = False
         my_id = self._context._id
-        for item in items:
-            header = item[2]
-            _, _, requester, _, dest_id, request_id, _ = header
+        for frame in frames:
+            head, _, dest_id, request_id, _, _ = frame
+            _, requester = split_head(head)
             if request_id >= REQREP_SEQ_REF:
-                self._on_control(item[0], header)
+                self._on_control(frame, requester)
                 continue
             if dest_id != my_id:
                 continue
@@ -701,7 +702,7 @@ class RepChannel(BaseChannel):
                     # A direct call while busy or off: let the requester negotiate.
                     self._bounce(requester, request_id)
                     continue
-                self._q_in.push(item)
+                self._q_in.push(frame)
                 queued = True
         if queued:
             self._notify_received()  # we are not free to take another now
@@ -714,9 +715,9 @@ class RepChannel(BaseChannel):
         except OSError:
             pass  # channel closed meanwhile; never raise in the IO thread
 
-    def _on_control(self, data: bytes, header: tuple) -> None:
-        key = (header[H_SOURCE_ID], header[H_DEST_SEQ] - REQREP_SEQ_REF)
-        what = bytes(data)
+    def _on_control(self, frame: tuple, requester: int) -> None:
+        key = (requester, frame[F_DEST_SEQ] - REQREP_SEQ_REF)
+        what = frame[F_DATA]
         with self._lock:
             if what == _ASK:
                 # A repeated ask keeps its place: the oldest is served first.
@@ -754,19 +755,18 @@ class RepChannel(BaseChannel):
         except OSError:
             pass
 
-    def _handle(self, item: tuple) -> None:
-        """Answer one queued call, a (payload, recv_seq, header) item."""
+    def _handle(self, frame: tuple) -> None:
+        """Answer one queued call, a received frame."""
         with self._lock:
             self._busy = True
         try:
-            reply = self._call(item[0])
+            reply = self._call(frame[F_DATA])
             try:
                 data = encode_object(reply)
             except EncodeError as err:
                 data = encode_object(_error_reply(err))
-            header = item[2]
             try:
-                self._send(data, header[H_SOURCE_ID], header[H_DEST_SEQ], block=False)
+                self._send(data, frame_source_id(frame), frame[F_DEST_SEQ], block=False)
             except OSError:
                 pass  # channel closed
         finally:
