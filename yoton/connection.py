@@ -68,7 +68,7 @@ JOIN_LIMIT = 16 << 10
 _LARGE_WAIT = 0.02
 _IOV_MAX = 512
 #: A local sender that finds this many bytes queued writes them itself.
-_PRODUCER_BYTES = 8 << 10
+_PRODUCER_BYTES = 64 << 10
 _MSG_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
 #: A frame queued this long after the previous one is sent by the caller itself.
 _INLINE_GAP = 0.0002
