@@ -59,6 +59,7 @@ def _new_context_id() -> int:
 
 
 _split_head = wire.split_head
+_known_heads = wire.known_heads
 
 
 def _packages(frames: list, runs: list) -> list:
@@ -548,7 +549,7 @@ class Context:
                     if last_sid is not None:
                         seqs[last_sid] = last_seq
                     last_head = head
-                    slot, sid = _split_head(head)
+                    slot, sid = _known_heads.get(head) or _split_head(head)
                     last_sid, last_seq = sid, seqs.get(sid, 0)
                     if routes.get(sid) is not via:
                         routes[sid] = via

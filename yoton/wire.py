@@ -156,15 +156,33 @@ def _frame_unpacker(size: int):
     return unpack
 
 
+#: Heads seen lately -> (slot, source id). Frames of one stream share their
+#: head, so the parser checks a head (and the router splits it) once, with a
+#: dict lookup after that. Bounded: cleared when full.
+known_heads: dict[bytes, tuple[int, int]] = {}
+_MAX_KNOWN_HEADS = 4096
+
+
 def split_head(head: bytes) -> tuple[int, int]:
-    """Return (slot, source id) of a frame's head."""
-    _, slot, source_id = HEADER_HEAD.unpack(head)
-    return slot, source_id
+    """Return (slot, source id) of a frame's head; RemoteProtocolError if its
+    control word is wrong."""
+    known = known_heads.get(head)
+    if known is None:
+        control, slot, source_id = HEADER_HEAD.unpack(head)
+        if control != CONTROL_WORD:
+            raise RemoteProtocolError(
+                f"Bad frame header (control word {control:#018x}); lost track of "
+                "the stream."
+            )
+        if len(known_heads) >= _MAX_KNOWN_HEADS:
+            known_heads.clear()
+        known = known_heads[head] = (slot, source_id)
+    return known
 
 
 def frame_source_id(frame: tuple) -> int:
     """Return the source id of a received frame."""
-    return HEADER_HEAD.unpack(frame[F_HEAD])[2]
+    return split_head(frame[F_HEAD])[1]
 
 
 def frame_header(frame: tuple) -> bytes:
@@ -236,6 +254,7 @@ def parse_frames_counted(
     head = None
     run = False  # the last two frames had the same size: guess it again
     control_word = CONTROL_WORD
+    heads = known_heads
     while end - pos >= HEADER_SIZE:
         if run:
             if end - pos >= frame_len:
@@ -243,7 +262,9 @@ def parse_frames_counted(
                 if frame[4] == size:
                     if frame[0] != head:
                         head = frame[0]
-                        signals += _check_head(head)
+                        known = heads.get(head) or split_head(head)
+                        if known[0] == SLOT_DUMMY:
+                            signals += 1
                     append(frame)
                     pos += frame_len
                     continue
@@ -270,21 +291,12 @@ def parse_frames_counted(
         frame = unpack(buffer, pos)
         if frame[0] != head:
             head = frame[0]
-            signals += _check_head(head)
+            known = heads.get(head) or split_head(head)
+            if known[0] == SLOT_DUMMY:
+                signals += 1
         append(frame)
         pos += frame_len
     return frames, pos, 0, signals
-
-
-def _check_head(head: bytes) -> int:
-    """Check a new head's control word; return 1 if its slot is SLOT_DUMMY."""
-    control, slot, _ = HEADER_HEAD.unpack(head)
-    if control != CONTROL_WORD:
-        raise RemoteProtocolError(
-            f"Bad frame header (control word {control:#018x}); lost track of "
-            "the stream."
-        )
-    return 1 if slot == SLOT_DUMMY else 0
 
 
 def decode_header(header: bytes | bytearray | memoryview) -> Package:

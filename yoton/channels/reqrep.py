@@ -36,7 +36,7 @@ from ..message_types import (
 )
 from ..queues import Empty
 from ..threads import start_thread
-from ..wire import F_DATA, F_DEST_ID, F_DEST_SEQ, frame_source_id, split_head
+from ..wire import F_DATA, F_DEST_ID, F_DEST_SEQ, F_HEAD, known_heads, split_head
 from .base import BaseChannel
 
 logger = logging.getLogger("yoton")
@@ -478,7 +478,8 @@ class ReqChannel(BaseChannel):
     def _on_control(self, frame: tuple) -> None:
         request_id = frame[F_DEST_SEQ] - REQREP_SEQ_REF
         what = frame[F_DATA]
-        replier = frame_source_id(frame)
+        head = frame[F_HEAD]
+        replier = (known_heads.get(head) or split_head(head))[1]
         with self._lock:
             future = self._futures.get(request_id)
             self._repliers.setdefault(replier, 0)
@@ -522,9 +523,10 @@ class ReqChannel(BaseChannel):
 
     def _on_reply(self, frame: tuple) -> None:
         data = frame[F_DATA]
+        head = frame[F_HEAD]
+        replier = (known_heads.get(head) or split_head(head))[1]
         with self._lock:
             future = self._futures.pop(frame[F_DEST_SEQ], None)
-            replier = frame_source_id(frame)
             outstanding = self._repliers.get(replier, 0)
             self._repliers[replier] = outstanding - 1 if outstanding > 0 else 0
         if future is None:
@@ -687,7 +689,7 @@ class RepChannel(BaseChannel):
         my_id = self._context._id
         for frame in frames:
             head, _, dest_id, request_id, _, _ = frame
-            _, requester = split_head(head)
+            _, requester = known_heads.get(head) or split_head(head)
             if request_id >= REQREP_SEQ_REF:
                 self._on_control(frame, requester)
                 continue
@@ -766,7 +768,9 @@ class RepChannel(BaseChannel):
             except EncodeError as err:
                 data = encode_object(_error_reply(err))
             try:
-                self._send(data, frame_source_id(frame), frame[F_DEST_SEQ], block=False)
+                head = frame[F_HEAD]
+                requester = (known_heads.get(head) or split_head(head))[1]
+                self._send(data, requester, frame[F_DEST_SEQ], block=False)
             except OSError:
                 pass  # channel closed
         finally:
