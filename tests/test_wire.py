@@ -117,8 +117,8 @@ def test_fuzz_frames_round_trip(items):
 
 def test_received_frames_carry_every_header_field():
     data = _frames(wire.Package(b"abc", 10, 0x0123456789ABCDEF, 5, 77, 2**63 + 1))
-    frames, consumed, pending, signals = wire.parse_frames_counted(data, 0, len(data))
-    assert (consumed, pending, signals) == (len(data), 0, 0)
+    frames, runs, consumed, pending, signals = wire.parse_frame_runs(data, 0, len(data))
+    assert (runs, consumed, pending, signals) == ([0], len(data), 0, 0)
     (frame,) = frames
     assert wire.split_head(frame[wire.F_HEAD]) == (10, 0x0123456789ABCDEF)
     assert frame[wire.F_SOURCE_SEQ] == 5 and frame[wire.F_DEST_ID] == 77
@@ -139,44 +139,82 @@ def test_parse_bad_control_word_inside_a_run_of_alike_frames():
 def test_heartbeats_are_counted_after_a_run_of_alike_frames():
     packages = [wire.Package(b"", 10, 1, i + 1) for i in range(3)]
     data = _frames(*packages) + wire.HEARTBEAT_FRAME
-    frames, _, _, signals = wire.parse_frames_counted(data, 0, len(data))
-    assert len(frames) == 4 and signals
+    frames, runs, _, _, signals = wire.parse_frame_runs(data, 0, len(data))
+    assert len(frames) == 4 and signals and runs == [0, 3]
 
 
-# Few sizes, slots and sources, so that runs of alike frames (the parser's
-# guess) start and end anywhere.
-_RUN_ITEMS = st.lists(
+@pytest.mark.parametrize("change", ["dest", "slot", "source"])
+def test_a_run_ends_where_head_or_destination_changes_even_in_bulk(change):
+    """Long streaks of alike frames are unpacked in bulk; a frame of the same
+    size with another head or destination still starts a run of its own."""
+    first = [wire.Package(b"ab", 8, 5, i + 1, 0, 0) for i in range(30)]
+    fields = {"dest": (8, 5, 7), "slot": (9, 5, 0), "source": (8, 6, 0)}[change]
+    slot, source, dest = fields
+    second = [wire.Package(b"cd", slot, source, i + 31, dest, 0) for i in range(30)]
+    data = _frames(*first, *second)
+    frames, runs, consumed, _, _ = wire.parse_frame_runs(data, 0, len(data))
+    assert runs == [0, 30] and consumed == len(data)
+    assert [f[5] for f in frames] == [b"ab"] * 30 + [b"cd"] * 30
+
+
+def _reference_parse(buffer: bytes, end: int, max_size: int):
+    """What parse_frame_runs must find, one header at a time (no guessing)."""
+    frames, runs, pos, previous = [], [], 0, None
+    while end - pos >= wire.HEADER_SIZE:
+        control, _, _, seq, dest, dest_seq, size = wire.HEADER.unpack_from(buffer, pos)
+        if control != wire.CONTROL_WORD:
+            raise RemoteProtocolError("control word")
+        if size > max_size:
+            raise MessageTooLargeError("limit")
+        if end - pos < wire.HEADER_SIZE + size:
+            return frames, runs, pos, wire.HEADER_SIZE + size
+        head = bytes(buffer[pos : pos + wire.HEAD_SIZE])
+        if (head, dest) != previous:
+            runs.append(len(frames))
+            previous = (head, dest)
+        data = bytes(buffer[pos + wire.HEADER_SIZE : pos + wire.HEADER_SIZE + size])
+        frames.append((head, seq, dest, dest_seq, size, data))
+        pos += wire.HEADER_SIZE + size
+    return frames, runs, pos, 0
+
+
+def _outcome(parse):
+    try:
+        return parse()
+    except (RemoteProtocolError, MessageTooLargeError) as err:
+        return type(err)
+
+
+# Streaks of alike frames (the parser unpacks those in bulk) of a few sizes,
+# heads and destinations, cut anywhere, maybe with one byte changed anywhere.
+_STREAKS = st.lists(
     st.tuples(
-        st.sampled_from([8, 9]), st.sampled_from([5, 6]), st.sampled_from([0, 1, 3])
+        st.integers(1, 40),
+        st.sampled_from([8, 9]),
+        st.sampled_from([5, 6]),
+        st.sampled_from([0, 7]),
+        st.sampled_from([0, 1, 3]),
     ),
-    max_size=40,
+    max_size=12,
 )
 
 
-@settings(max_examples=300, deadline=None)
-@given(_RUN_ITEMS, st.data())
-def test_fuzz_runs_of_alike_frames_round_trip(items, data):
-    packages = [
-        wire.Package(b"z" * n, s, src, i + 1, 0, i)
-        for i, (s, src, n) in enumerate(items)
-    ]
-    raw = _frames(*packages)
+@settings(max_examples=400, deadline=None)
+@given(_STREAKS, st.data())
+def test_fuzz_parse_runs_against_a_header_by_header_parser(streaks, data):
+    packages = []
+    for repeat, slot, source, dest, size in streaks:
+        for _ in range(repeat):
+            n = len(packages)
+            packages.append(wire.Package(b"z" * size, slot, source, n + 1, dest, n))
+    raw = bytearray(_frames(*packages))
+    if raw and data.draw(st.booleans()):
+        raw[data.draw(st.integers(0, len(raw) - 1))] ^= data.draw(st.integers(1, 255))
     cut = data.draw(st.integers(0, len(raw)))
-    frames, consumed, pending, _ = wire.parse_frames_counted(bytearray(raw), 0, cut)
-    expected = []
-    pos = 0
-    for p in packages:
-        if pos + wire.HEADER_SIZE + len(p.data) > cut:
-            break
-        expected.append(p)
-        pos += wire.HEADER_SIZE + len(p.data)
-    assert consumed == pos
-    got = [(*wire.split_head(f[0]), f[1], f[3], f[5]) for f in frames]
-    assert got == [
-        (p.slot, p.source_id, p.source_seq, p.dest_seq, p.data) for p in expected
-    ]
-    if cut - pos >= wire.HEADER_SIZE:
-        assert pending == wire.HEADER_SIZE + len(packages[len(expected)].data)
+    limit = 1 << 16
+    expected = _outcome(lambda: _reference_parse(bytes(raw), cut, limit))
+    got = _outcome(lambda: wire.parse_frame_runs(raw, 0, cut, limit)[:4])
+    assert got == expected
 
 
 # -- greeting state machine --------------------------------------------------

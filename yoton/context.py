@@ -517,19 +517,26 @@ class Context:
         connections = self._connections
         return connections[0] if len(connections) == 1 else None
 
-    def _recv_packages(self, frames: list, via: TcpConnection | None) -> list | None:
-        """Route frames received on ``via`` (see :func:`wire.parse_frames_counted`):
+    def _recv_packages(
+        self, frames: list, via: TcpConnection | None, runs: list | None = None
+    ) -> list | None:
+        """Route frames received on ``via`` (see :func:`wire.parse_frame_runs`):
         forward them and deposit them here.
 
-        A channel that says so (``_receives_items``) gets the frames as they
-        are, with where its runs of consecutive arrivals start (see
-        SubChannel._recv_frames); others get Packages. Returns the
-        flow-controlled queues that are now too full, if any: the caller should
-        wait for their consumers before delivering more.
+        ``runs`` are where runs of frames with the same head and destination
+        start (None: each frame on its own); a run whose sequence numbers are
+        new and consecutive is routed as one. A channel that says so
+        (``_receives_items``) gets the frames as they are, with where its runs
+        of consecutive arrivals start (see SubChannel._recv_frames); others get
+        Packages. Returns the flow-controlled queues that are now too full, if
+        any: the caller should wait for their consumers before delivering more.
         """
         deposits: dict = {}
         context_packages = None
         my_id = self._id
+        count = len(frames)
+        if runs is None:
+            runs = range(count)
         with self._lock:
             seqs = self._source_seqs
             routes = self._routes
@@ -543,8 +550,9 @@ class Context:
             recv_seq = self._recv_seq
             last_head = last_sid = last_seq = slot = None
             last_slot = last_list = None
-            for frame in frames:
-                head, seq, dest, _, _, data = frame
+            for first, stop in zip(runs, [*runs[1:], count]):
+                frame = frames[first]
+                head, seq, dest = frame[0], frame[1], frame[2]
                 if head != last_head:
                     if last_sid is not None:
                         seqs[last_sid] = last_seq
@@ -553,37 +561,52 @@ class Context:
                     last_sid, last_seq = sid, seqs.get(sid, 0)
                     if routes.get(sid) is not via:
                         routes[sid] = via
-                if seq <= last_seq:
-                    continue  # already seen (arrived by another path)
-                last_seq = seq
+                if stop - first == 1:
+                    if seq <= last_seq:
+                        continue  # already seen (arrived by another path)
+                    last_seq = seq
+                    run = (frame,)
+                elif seq > last_seq and frames[stop - 1][1] - seq == stop - first - 1:
+                    last_seq = frames[stop - 1][1]  # all new: in order, no gap
+                    run = frames[first:stop]
+                else:
+                    run = []  # some seen already: one by one
+                    for frame in frames[first:stop]:
+                        if frame[1] > last_seq:
+                            last_seq = frame[1]
+                            run.append(frame)
+                    if not run:
+                        continue
                 if forward_to and dest != my_id:
-                    raw_header = wire.frame_header(frame)
                     route = routes.get(dest) if dest else None
-                    if route is not None and route in forward_to:
-                        route._queue(raw_header, data, True)
-                    else:
-                        for connection in forward_to:
-                            connection._queue(raw_header, data, True)
+                    for frame in run:
+                        raw_header = wire.frame_header(frame)
+                        if route is not None and route in forward_to:
+                            route._queue(raw_header, frame[5], True)
+                        else:
+                            for connection in forward_to:
+                                connection._queue(raw_header, frame[5], True)
                 if dest == 0 or dest == my_id:
-                    recv_seq += 1
                     if slot == last_slot:
-                        last_list.append(frame)
+                        last_list += run
                     elif slot in receiving:
                         last_slot = slot
                         deposit = deposits.get(slot)
                         if deposit is None:
                             deposit = deposits[slot] = ([], [])
                         last_list = deposit[0]
-                        deposit[1].append((len(last_list), recv_seq))
-                        last_list.append(frame)
+                        deposit[1].append((len(last_list), recv_seq + 1))
+                        last_list += run
                     else:
                         last_slot = None  # a run of arrivals ends here
                         if slot == wire.SLOT_CONTEXT or slot == wire.SLOT_CONTEXT_EXT:
-                            package = wire.package_from_frame(frame, recv_seq)
-                            if context_packages is None:
-                                context_packages = [package]
-                            else:
-                                context_packages.append(package)
+                            for k, frame in enumerate(run, recv_seq + 1):
+                                package = wire.package_from_frame(frame, k)
+                                if context_packages is None:
+                                    context_packages = [package]
+                                else:
+                                    context_packages.append(package)
+                    recv_seq += len(run)
             if last_sid is not None:
                 seqs[last_sid] = last_seq
             self._recv_seq = recv_seq

@@ -9,6 +9,7 @@ so the package it waits for reaches it with no thread hand-off.
 
 from __future__ import annotations
 
+import bisect
 import io
 import select
 import signal
@@ -133,22 +134,27 @@ class SocketReader:
         self._need_read = True
         buf, start, end = self._buf, self._start, self._end
         # Payloads are unpacked out of the buffer as bytes: it is reused at once.
-        frames, start, pending, signals = wire.parse_frames_counted(
+        frames, runs, start, pending, signals = wire.parse_frame_runs(
             buf, start, end, self._max_size
         )
         self._start = start
         if pending >= LARGE_FRAME:
             if frames:  # deliver what came before, then maybe wait
-                reason, _ = self._deliver(frames)
+                reason, _ = self._deliver(frames, runs)
                 if reason:
                     return reason
                 frames = []
+                runs = [0]
             if deferred:
                 wakeups.run_deferred(deferred)
             conn._large_window.wait()
             frame = self._receive_large(pending)
             if frame is None:
                 return STOP_EOF_MID_MESSAGE
+            if not frames:
+                runs = [0]
+            elif runs[-1] != len(frames):
+                runs.append(len(frames))
             frames.append(frame)
             frame = None  # hold no reference: the window waits for it
             self._start = self._end = 0
@@ -156,7 +162,7 @@ class SocketReader:
         elif frames and self._large_mode and frames[-1][_DATA]:
             self._large_mode = False
         if frames:
-            reason = self._deliver_flow_controlled(frames, signals, deferred)
+            reason = self._deliver_flow_controlled(frames, runs, signals, deferred)
             if reason:
                 return reason
         start, end = self._start, self._end
@@ -208,7 +214,7 @@ class SocketReader:
         return self.connection._large_window.track((head, *rest, data))
 
     def _deliver_flow_controlled(
-        self, frames: list, signals: int, deferred: list | None
+        self, frames: list, runs: list, signals: int, deferred: list | None
     ) -> str | None:
         """Deliver in slices; after each, wait for subscribers that fell behind.
 
@@ -216,18 +222,20 @@ class SocketReader:
         keep one recv's worth of tiny messages from overflowing a queue at once.
         """
         if not signals and len(frames) <= DELIVERY_SLICE:  # the usual case
-            full = self._deliver_to(frames, self.connection)
+            full = self._deliver_to(frames, self.connection, runs)
             if full:
                 self._wait_for_consumers(full, deferred)
             return None
         for first in range(0, len(frames), DELIVERY_SLICE):
-            part = frames[first : first + DELIVERY_SLICE]
+            stop = first + DELIVERY_SLICE
+            part = frames[first:stop]
+            part_runs = _slice_runs(runs, first, stop)
             if signals:
-                reason, full = self._deliver(part)
+                reason, full = self._deliver(part, part_runs)
                 if reason:
                     return reason
             else:
-                full = self._deliver_to(part, self.connection)
+                full = self._deliver_to(part, self.connection, part_runs)
             if full:
                 self._wait_for_consumers(full, deferred)
         return None
@@ -240,17 +248,30 @@ class SocketReader:
         for queue in full:
             queue.wait_for_consumer(CONSUMER_PATIENCE)
 
-    def _deliver(self, frames: list) -> tuple[str | None, list | None]:
-        """Route frames, leaving out heartbeats; return (close reason, full
-        queues) as :meth:`Context._recv_packages` does."""
-        routed = []
-        deliver = self._deliver_to
-        for frame in frames:
-            if not frame[_DATA] and wire.split_head(frame[0])[0] == wire.SLOT_DUMMY:
-                if frame[wire.F_SOURCE_SEQ] == wire.SIGNAL_CLOSE:
+    def _deliver(self, frames: list, runs: list) -> tuple[str | None, list | None]:
+        """Route frames, leaving out connection-level ones (heartbeats, close);
+        return (close reason, full queues) as :meth:`Context._recv_packages`
+        does. Those come in runs of their own: their head is slot 1's."""
+        routed: list = []
+        routed_runs: list = []
+        heads = wire.known_heads
+        for first, stop in zip(runs, [*runs[1:], len(frames)]):
+            head = frames[first][wire.F_HEAD]
+            if (heads.get(head) or wire.split_head(head))[0] != wire.SLOT_DUMMY:
+                routed_runs.append(len(routed))
+                routed += frames[first:stop]
+                continue
+            for frame in frames[first:stop]:
+                if not frame[_DATA] and frame[wire.F_SOURCE_SEQ] == wire.SIGNAL_CLOSE:
                     if routed:
-                        deliver(routed, self.connection)
+                        self._deliver_to(routed, self.connection, routed_runs)
                     return STOP_CLOSED_FROM_THERE, None
-                continue  # heartbeat
-            routed.append(frame)
-        return None, (deliver(routed, self.connection) if routed else None)
+        if not routed:
+            return None, None
+        return None, self._deliver_to(routed, self.connection, routed_runs)
+
+
+def _slice_runs(runs: list, first: int, stop: int) -> list:
+    """The runs of ``frames[first:stop]``, given those of ``frames``."""
+    inside = runs[bisect.bisect_right(runs, first) : bisect.bisect_left(runs, stop)]
+    return [0, *(start - first for start in inside)]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import operator
 import os
 import struct
 from typing import NamedTuple
@@ -140,20 +141,30 @@ HEAD_SIZE = HEADER_HEAD.size  # 24
 #: The last 32 bytes of a header (source seq, dest id, dest seq, size).
 HEADER_REST = struct.Struct("<4Q")
 _CONTROL_AND_SIZE = struct.Struct("<Q40xQ").unpack_from
-#: Frame unpackers by payload size (sizes repeat: a stream's messages are alike).
-_frame_unpackers: dict[int, object] = {}
-_MAX_UNPACKERS = 512
+#: (unpack_from, iter_unpack) of whole frames by payload size (sizes repeat:
+#: a stream's messages are alike).
+_frame_structs: dict[int, tuple] = {}
+_MAX_FRAME_STRUCTS = 512
+#: A run of this many alike frames (same size, head and destination) makes
+#: the parser unpack the next ones in bulk, twice as many each time it was right.
+BULK_MIN = 8
+_heads_of = operator.itemgetter(F_HEAD)
+_dests_of = operator.itemgetter(F_DEST_ID)
+_sizes_of = operator.itemgetter(4)
 
 
-def _frame_unpacker(size: int):
-    """Return the unpack_from of a whole frame with a ``size``-byte payload."""
-    unpack = _frame_unpackers.get(size)
-    if unpack is None:
-        unpack = struct.Struct(f"<{HEAD_SIZE}s4Q{size}s").unpack_from
-        if len(_frame_unpackers) >= _MAX_UNPACKERS:
-            _frame_unpackers.clear()
-        _frame_unpackers[size] = unpack
-    return unpack
+def _frame_struct(size: int) -> tuple:
+    """Return (unpack_from, iter_unpack) of a frame with a ``size``-byte payload."""
+    methods = _frame_structs.get(size)
+    if methods is None:
+        frame_struct = struct.Struct(f"<{HEAD_SIZE}s4Q{size}s")
+        if len(_frame_structs) >= _MAX_FRAME_STRUCTS:
+            _frame_structs.clear()
+        methods = _frame_structs[size] = (
+            frame_struct.unpack_from,
+            frame_struct.iter_unpack,
+        )
+    return methods
 
 
 #: Heads seen lately -> (slot, source id). Frames of one stream share their
@@ -228,49 +239,82 @@ def parse_frames(
     MessageTooLargeError on a payload above ``max_message_size``; nothing is
     allocated for a forged length.
     """
-    frames, consumed, pending, _ = parse_frames_counted(
+    frames, _, consumed, pending, _ = parse_frame_runs(
         buffer, start, end, max_message_size
     )
     packages = [package_from_frame(frame) for frame in frames]
     return ParseResult(packages, consumed, pending)
 
 
-def parse_frames_counted(
+def parse_frame_runs(
     buffer: bytes | bytearray | memoryview,
     start: int,
     end: int,
     max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
-) -> tuple[list, int, int, int]:
-    """:func:`parse_frames` as received frames (see F_HEAD), plus whether
-    connection-level ones (slot 1) are among them: (frames, consumed,
-    pending_size, signals), ``signals`` 0 if there are none."""
+) -> tuple[list, list, int, int, int]:
+    """:func:`parse_frames` as received frames (see F_HEAD), in runs.
+
+    Returns (frames, runs, consumed, pending_size, signals): ``runs`` are the
+    indexes in ``frames`` where a run starts (frames in a run share their head
+    and destination, so the router treats them as one); ``signals`` is 0 if
+    no connection-level frame (slot 1) is among them.
+    """
     frames = []
     append = frames.append
+    runs = []
     signals = 0
     pos = start
     size = -1
     frame_len = 0
-    unpack = None
-    head = None
-    run = False  # the last two frames had the same size: guess it again
-    control_word = CONTROL_WORD
+    unpack = iter_unpack = None
+    head = dest = None
+    alike = False  # the last two frames had the same size: guess it again
+    streak = 0  # alike frames in a row
+    bulk = BULK_MIN
     heads = known_heads
     while end - pos >= HEADER_SIZE:
-        if run:
-            if end - pos >= frame_len:
+        if alike:
+            count = min((end - pos) // frame_len, bulk)
+            if streak >= BULK_MIN and count >= BULK_MIN:
+                # More like them likely follow: unpack many in one call and keep
+                # those alike (same size, head and destination, checked in C).
+                with memoryview(buffer) as view:
+                    chunk = list(iter_unpack(view[pos : pos + count * frame_len]))
+                if (
+                    list(map(_sizes_of, chunk)).count(size) == count
+                    and list(map(_heads_of, chunk)).count(head) == count
+                    and list(map(_dests_of, chunk)).count(dest) == count
+                ):
+                    frames += chunk
+                    pos += count * frame_len
+                    bulk *= 2
+                    continue
+                for count, frame in enumerate(chunk):  # noqa: B007
+                    if frame[4] != size or frame[0] != head or frame[2] != dest:
+                        break
+                frames += chunk[:count]
+                pos += count * frame_len
+                chunk = None
+                bulk = BULK_MIN
+            elif end - pos >= frame_len:
                 frame = unpack(buffer, pos)
                 if frame[4] == size:
-                    if frame[0] != head:
-                        head = frame[0]
-                        known = heads.get(head) or split_head(head)
-                        if known[0] == SLOT_DUMMY:
-                            signals += 1
+                    if frame[0] != head or frame[2] != dest:
+                        runs.append(len(frames))
+                        dest = frame[2]
+                        if frame[0] != head:
+                            head = frame[0]
+                            if (heads.get(head) or split_head(head))[0] == SLOT_DUMMY:
+                                signals += 1
                     append(frame)
                     pos += frame_len
+                    streak += 1
                     continue
-            run = False
+            alike = False
+            streak = 0
+            continue
         control, new_size = _CONTROL_AND_SIZE(buffer, pos)
-        if control != control_word:
+        if control != CONTROL_WORD:
             raise RemoteProtocolError(
                 f"Bad frame header (control word {control:#018x}); lost track of "
                 "the stream."
@@ -281,22 +325,24 @@ def parse_frames_counted(
                 f"{max_message_size} bytes (raise max_message_size if this is wanted)."
             )
         if end - pos < HEADER_SIZE + new_size:
-            return frames, pos, HEADER_SIZE + new_size, signals
+            return frames, runs, pos, HEADER_SIZE + new_size, signals
         if new_size == size:
-            run = True
+            alike = True
         else:
             size = new_size
             frame_len = HEADER_SIZE + size
-            unpack = _frame_unpacker(size)
+            unpack, iter_unpack = _frame_structs.get(size) or _frame_struct(size)
         frame = unpack(buffer, pos)
-        if frame[0] != head:
-            head = frame[0]
-            known = heads.get(head) or split_head(head)
-            if known[0] == SLOT_DUMMY:
-                signals += 1
+        if frame[0] != head or frame[2] != dest:
+            runs.append(len(frames))
+            dest = frame[2]
+            if frame[0] != head:
+                head = frame[0]
+                if (heads.get(head) or split_head(head))[0] == SLOT_DUMMY:
+                    signals += 1
         append(frame)
         pos += frame_len
-    return frames, pos, 0, signals
+    return frames, runs, pos, 0, signals
 
 
 def decode_header(header: bytes | bytearray | memoryview) -> Package:

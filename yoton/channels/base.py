@@ -152,7 +152,7 @@ class BaseChannel:
     _queue_class = PackageQueue
 
     #: Whether the context deposits received frames (see
-    #: wire.parse_frames_counted) with ``_recv_frames`` rather than Packages.
+    #: wire.parse_frame_runs) with ``_recv_frames`` rather than Packages.
     _receives_items = False
 
     #: Whether a local send waits while a connection has too much queued
