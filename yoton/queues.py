@@ -63,6 +63,9 @@ class PackageQueue:
         self._producers_waiting = 0
         self._consumers_waiting = 0
         self._stalled = False  # the consumer took nothing for a whole wait
+        #: Whether a consumer that took items must call _consumed(): a producer
+        #: waits, or the queue stalled. One flag, looked at on every pop.
+        self._watched = False
 
     def __len__(self) -> int:
         return len(self._items)
@@ -128,7 +131,7 @@ class PackageQueue:
             item = self._items.popleft()  # atomic in CPython: no lock needed
         except IndexError:
             item = self._pop_waiting(block)
-        if self._producers_waiting or self._stalled:
+        if self._watched:
             self._consumed()
         return item
 
@@ -163,7 +166,7 @@ class PackageQueue:
         with self._lock:
             result = list(self._items)
             self._items.clear()
-        if self._producers_waiting or self._stalled:
+        if self._watched:
             self._consumed()
         return result
 
@@ -188,6 +191,7 @@ class PackageQueue:
         items = self._items
         with self._cond:
             self._producers_waiting += 1
+            self._watched = True
             try:
                 while len(items) > self._resume_len and not self._closed:
                     before = len(items)
@@ -208,6 +212,7 @@ class PackageQueue:
         self._stalled = False
         if len(self._items) <= self._resume_len:
             with self._cond:
+                self._watched = self._producers_waiting > 0
                 self._cond.notify_all()
 
     def peek(self, index: int = 0) -> Any:

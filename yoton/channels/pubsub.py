@@ -156,6 +156,9 @@ class SubChannel(BaseChannel):
         super().__init__(context, slot_base, message_type)
         self._q_in.flow_control = context._flow_control
         self._sync = False
+        # TextMessageType or BinaryMessageType out of sync mode: recv() then
+        # decodes inline (see BaseChannel._builtin_type).
+        self._plain_type = self._builtin_type
         self._reported_full = False
         self._report_time = 0.0
         self._ref_seq = 0
@@ -201,17 +204,17 @@ class SubChannel(BaseChannel):
                 if self._sync:
                     self._check_queue_status()
                 return self.message_from_bytes(b"")
-        if queue._producers_waiting or queue._stalled:
+        if queue._watched:
             queue._consumed()
+        plain = self._plain_type
+        if plain is BinaryMessageType:
+            return item[5]  # F_DATA; received payloads are exact bytes already
+        if plain is TextMessageType:
+            return str(item[5], "utf-8", "replace")
         if self._sync:
             message = self._consume([item])[0]
             self._check_queue_status()
             return message
-        builtin = self._builtin_type
-        if builtin is BinaryMessageType:
-            return item[5]  # F_DATA; received payloads are exact bytes already
-        if builtin is TextMessageType:
-            return str(item[5], "utf-8", "replace")
         # Through the type: a method lookup the interpreter caches.
         return self._message_type_instance.message_from_bytes(item[5])
 
@@ -241,6 +244,7 @@ class SubChannel(BaseChannel):
         if not value and self._reported_full:
             self._report(False)
         self._sync = value
+        self._plain_type = None if value else self._builtin_type
         if value:
             self._report(False)
 
