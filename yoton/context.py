@@ -9,6 +9,7 @@ import signal
 import threading
 import time
 from collections import deque
+from typing import TYPE_CHECKING
 
 from . import wire
 from .addresses import split_address
@@ -29,6 +30,9 @@ from .hosting import Listener, host_one_peer, normalize_key, open_listening
 from .queues import PackageQueue, check_queue_params
 from .threads import BLOCKED_SIGNALS, start_thread
 from .threads import pthread_sigmask as _sigmask
+
+if TYPE_CHECKING:
+    from .channels.base import BaseChannel
 
 logger = logging.getLogger("yoton")
 _pack_header = wire.HEADER.pack
@@ -60,6 +64,22 @@ def _new_context_id() -> int:
 
 _split_head = wire.split_head
 _known_heads = wire.known_heads
+
+
+def _deposit(channel: BaseChannel, frames: list, runs: list) -> tuple:
+    """Give a channel its frames (routing lock held); return its after-deposit
+    handler (or None) and its queue if flow control finds it too full (or None)."""
+    if channel._receives_items:
+        channel._recv_frames(frames, runs)
+    else:
+        channel._recv_packages(_packages(frames, runs))
+    handler = channel._after_deposit
+    if handler is not None:
+        return handler, None
+    queue = channel._q_in
+    if queue.flow_control and queue.over_high_water():
+        return None, queue
+    return None, None
 
 
 def _packages(frames: list, runs: list) -> list:
@@ -531,10 +551,14 @@ class Context:
         Packages. Returns the flow-controlled queues that are now too full, if
         any: the caller should wait for their consumers before delivering more.
         """
+        count = len(frames)
+        if count == 1:
+            handled, full = self._recv_one(frames, via)
+            if handled:
+                return full
         deposits: dict = {}
         context_packages = None
         my_id = self._id
-        count = len(frames)
         if runs is None:
             runs = range(count)
         with self._lock:
@@ -614,23 +638,17 @@ class Context:
             after = full = None
             for slot, (items, runs) in deposits.items():
                 channel = receiving[slot]
-                if channel._receives_items:
-                    channel._recv_frames(items, runs)
-                else:
-                    channel._recv_packages(_packages(items, runs))
-                handler = channel._after_deposit
+                handler, too_full = _deposit(channel, items, runs)
                 if handler is not None:
                     if after is None:
                         after = [handler]
                     else:
                         after.append(handler)
-                else:
-                    queue = channel._q_in
-                    if queue.flow_control and queue.over_high_water():
-                        if full is None:
-                            full = [queue]
-                        else:
-                            full.append(queue)
+                elif too_full is not None:
+                    if full is None:
+                        full = [too_full]
+                    else:
+                        full.append(too_full)
         if after is not None:
             for handler in after:
                 handler()
@@ -638,6 +656,33 @@ class Context:
             for package in context_packages:
                 self._recv_context_package(package, via)
         return full
+
+    def _recv_one(self, frames: list, via: TcpConnection | None) -> tuple:
+        """:meth:`_recv_packages` of one frame for a channel here, the usual
+        case (a call, a reply) done directly: returns (True, full queues),
+        or (False, None) if the frame needs the general way."""
+        frame = frames[0]
+        head = frame[0]
+        slot, sid = _known_heads.get(head) or _split_head(head)
+        dest = frame[2]
+        if dest != 0 and dest != self._id:
+            return False, None
+        with self._lock:
+            channel = self._receiving_channels.get(slot)
+            if channel is None or len(self._connections) > 1:
+                return False, None  # not for a channel, or maybe to forward
+            seq = frame[1]
+            if seq <= self._source_seqs.get(sid, 0):
+                return True, None  # already seen (arrived by another path)
+            self._source_seqs[sid] = seq
+            if self._routes.get(sid) is not via:
+                self._routes[sid] = via
+            self._recv_seq = recv_seq = self._recv_seq + 1
+            handler, full = _deposit(channel, frames, [(0, recv_seq)])
+        if handler is not None:
+            handler()
+            return True, None
+        return True, None if full is None else [full]
 
     def _recv_context_package(self, package: wire.Package, via: TcpConnection) -> None:
         message = bytes(package.data)

@@ -259,6 +259,17 @@ def parse_frame_runs(
     and destination, so the router treats them as one); ``signals`` is 0 if
     no connection-level frame (slot 1) is among them.
     """
+    if end - start >= HEADER_SIZE:  # exactly one valid frame (a call, a reply)?
+        control, size = _CONTROL_AND_SIZE(buffer, start)
+        if (
+            end - start == HEADER_SIZE + size
+            and control == CONTROL_WORD
+            and size <= max_message_size
+        ):
+            frame = (_frame_structs.get(size) or _frame_struct(size))[0](buffer, start)
+            head = frame[0]
+            dummy = (known_heads.get(head) or split_head(head))[0] == SLOT_DUMMY
+            return [frame], [0], end, 0, 1 if dummy else 0
     frames = []
     append = frames.append
     runs = []
