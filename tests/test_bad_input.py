@@ -187,3 +187,32 @@ def test_a_peer_that_stops_reading_blocks_nobody(host, monkeypatch):
     assert stuck.dropped > 0
     assert stuck._out_bytes <= (4 << 20) + len(chunk) + 1024
     stuck_sock.close()
+
+
+def test_repeated_packages_are_delivered_once(make_context):
+    """A peer that sends a package again (same source and sequence number),
+    alone or inside a run of others, has it delivered once."""
+    ctx = make_context()
+    conn = ctx.bind("localhost:0")
+    sub = yoton.SubChannel(ctx, "dup", yoton.BINARY)
+    sock = raw_peer(conn.port1)
+    wait_for(lambda: conn.is_connected)
+
+    def frame(seq, data):
+        return wire.encode_header(sub._slot_in_h, 0x1234, seq, 0, 0, len(data)) + data
+
+    def received(n):
+        got = [sub.recv(5) for _ in range(n)]
+        assert sub.recv(0.3) == b""  # and nothing more
+        return got
+
+    sock.sendall(frame(1, b"a"))  # alone: the short way
+    assert received(1) == [b"a"]
+    sock.sendall(frame(1, b"a"))
+    sock.sendall(frame(2, b"b"))
+    assert received(1) == [b"b"]
+    # In one batch: a run of new ones, then a run that repeats some of them.
+    batch = [frame(seq, b"%d" % seq) for seq in (3, 4, 5, 4, 5, 6)]
+    sock.sendall(b"".join(batch))
+    assert received(4) == [b"3", b"4", b"5", b"6"]
+    sock.close()
