@@ -6,6 +6,7 @@ import pytest
 from conftest import wait_for
 
 import yoton
+from yoton.channels import pubsub
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -437,3 +438,26 @@ def test_large_messages_nobody_reads_do_not_stall_the_connection(pair):
     assert other.recv(20) == "still flowing"
     assert unread.pending == 3
     assert [len(m) for m in unread.recv_all()] == [2 << 20] * 3
+
+
+def test_sync_mode_switched_while_messages_wait(pair):
+    """Out of sync mode a SubChannel queues bare payloads, in sync mode whole
+    frames; switching with messages queued loses and garbles none of them."""
+    a, b = pair
+    pub = yoton.PubChannel(a, "switch", yoton.BINARY)
+    sub = yoton.SubChannel(b, "switch", yoton.BINARY)
+    expected = []
+    # Few enough that sync mode never reports the queue full (the publisher
+    # would then wait for it).
+    per_mode = pubsub.SYNC_HWM // 4 - 1
+    for mode in (False, True, False, True):
+        for i in range(per_mode):
+            message = b"%d-%d" % (mode, i)
+            pub.send(message)
+            expected.append(message)
+        wait_for(lambda: sub.pending == len(expected))
+        sub.set_sync_mode(not mode)
+    got = [sub.recv(5) for _ in range(per_mode)]  # recv, iteration and recv_all
+    got += [next(sub) for _ in range(per_mode)]
+    got += sub.recv_all()
+    assert got == expected

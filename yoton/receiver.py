@@ -143,19 +143,14 @@ class SocketReader:
                 reason, _ = self._deliver(frames, runs)
                 if reason:
                     return reason
-                frames = []
-                runs = [0]
             if deferred:
                 wakeups.run_deferred(deferred)
             conn._large_window.wait()
             frame = self._receive_large(pending)
             if frame is None:
                 return STOP_EOF_MID_MESSAGE
-            if not frames:
-                runs = [0]
-            elif runs[-1] != len(frames):
-                runs.append(len(frames))
-            frames.append(frame)
+            # A large (tracked) frame is delivered alone (SubChannel counts on it).
+            frames, runs, signals = [frame], [0], 0
             frame = None  # hold no reference: the window waits for it
             self._start = self._end = 0
             self._large_mode = True
