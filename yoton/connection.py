@@ -760,29 +760,11 @@ class TcpConnection(Connection):
             try:
                 if reader.finished is not None:
                     return STOP_QUIETLY
-                reason = self._read_step(reader, self._timeout, deferred)
+                reason = reader.step(self._timeout, deferred)
             finally:
                 lock.release()
             if reason is not None:
                 return reason
-
-    def _read_step(
-        self,
-        reader: SocketReader,
-        wait: float,
-        deferred: list | None,
-        mask_signals: bool = False,
-    ) -> str | None:
-        """One :meth:`SocketReader.step` (reader lock held); errors become reasons."""
-        try:
-            reason = reader.step(wait, deferred, mask_signals)
-        except wire.RemoteProtocolError as err:
-            reason = str(err)
-        except OSError as err:
-            reason = f"Socket error while receiving: {err}"
-        if reason is not None:
-            reader.finished = reason
-        return reason
 
     def _lend_reader(self, reader: SocketReader) -> None:
         """Park the receiving thread while other threads keep borrowing the reader.
@@ -824,7 +806,7 @@ class TcpConnection(Connection):
                 wait = min(BORROW_SLICE, deadline - _monotonic())
                 if wait <= 0:
                     break
-                reason = self._read_step(reader, wait, None, mask)
+                reason = reader.step(wait, None, mask)
                 if reason is not None:
                     break
         finally:

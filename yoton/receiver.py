@@ -81,27 +81,41 @@ class SocketReader:
         """Wait up to ``wait`` s for data, read once, parse and route what is complete.
 
         Returns None to go on, else why the stream ended (``STOP_QUIETLY`` when
-        the connection was closed here). ``deferred`` are wake-ups to run before
-        blocking. ``mask_signals`` (for the main thread) makes signals wait from
-        the moment data is read until it is delivered: a KeyboardInterrupt
-        raised in between would lose what was read.
+        the connection was closed here; a protocol or socket error is such a
+        reason too), also kept in ``finished``. The reader lock must be held.
+        ``deferred`` are wake-ups to run before blocking. ``mask_signals`` (for
+        the main thread) makes signals wait from the moment data is read until
+        it is delivered: a KeyboardInterrupt raised in between would lose what
+        was read.
         """
-        if self._need_read:
-            if deferred:
-                wakeups.run_deferred(deferred)  # wake others just before blocking
-            if not self._poller.poll(wait * 1000):
-                return self._quiet()
-        if not mask_signals:
-            return self._take(deferred)
-        previous = None
         try:
-            previous = _sigmask(signal.SIG_BLOCK, BLOCKED_SIGNALS)
-            return self._take(deferred)
-        finally:
-            if previous is None:  # a handler raised as the mask was set
-                _sigmask(signal.SIG_UNBLOCK, BLOCKED_SIGNALS)
+            if self._need_read:
+                if deferred:
+                    wakeups.run_deferred(deferred)  # wake others just before blocking
+                if not self._poller.poll(wait * 1000):
+                    reason = self._quiet()
+                    if reason is not None:
+                        self.finished = reason
+                    return reason
+            if not mask_signals:
+                reason = self._take(deferred)
             else:
-                _sigmask(signal.SIG_SETMASK, previous)
+                previous = None
+                try:
+                    previous = _sigmask(signal.SIG_BLOCK, BLOCKED_SIGNALS)
+                    reason = self._take(deferred)
+                finally:
+                    if previous is None:  # a handler raised as the mask was set
+                        _sigmask(signal.SIG_UNBLOCK, BLOCKED_SIGNALS)
+                    else:
+                        _sigmask(signal.SIG_SETMASK, previous)
+        except wire.RemoteProtocolError as err:
+            reason = str(err)
+        except OSError as err:
+            reason = f"Socket error while receiving: {err}"
+        if reason is not None:
+            self.finished = reason
+        return reason
 
     def _quiet(self) -> str | None:
         """Nothing came in time: report a quiet peer once (or stop if closed here)."""
@@ -160,7 +174,12 @@ class SocketReader:
             self._large_mode = True
         elif frames and self._large_mode and frames[-1][_DATA]:
             self._large_mode = False
-        if frames:
+        if not signals and len(frames) <= DELIVERY_SLICE:  # the usual case
+            if frames:
+                full = self._deliver_to(frames, conn, runs)
+                if full:
+                    self._wait_for_consumers(full, deferred)
+        else:
             reason = self._deliver_flow_controlled(frames, runs, signals, deferred)
             if reason:
                 return reason
@@ -215,16 +234,12 @@ class SocketReader:
     def _deliver_flow_controlled(
         self, frames: list, runs: list, signals: int, deferred: list | None
     ) -> str | None:
-        """Deliver in slices; after each, wait for subscribers that fell behind.
+        """Deliver in slices (or with signals among the frames); after each
+        slice, wait for subscribers that fell behind.
 
         Waiting (rather than dropping) lets TCP slow the sender down; slices
         keep one recv's worth of tiny messages from overflowing a queue at once.
         """
-        if not signals and len(frames) <= DELIVERY_SLICE:  # the usual case
-            full = self._deliver_to(frames, self.connection, runs)
-            if full:
-                self._wait_for_consumers(full, deferred)
-            return None
         for first in range(0, len(frames), DELIVERY_SLICE):
             stop = first + DELIVERY_SLICE
             part = frames[first:stop]
