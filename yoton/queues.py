@@ -98,19 +98,25 @@ class PackageQueue:
     def push_many(self, new_items: Iterable[Any]) -> None:
         """Append several items at once (one wake-up)."""
         with self._lock:
-            items = self._items
-            items.extend(new_items)
-            excess = len(items) - self._maxlen
-            if excess > 0:
-                if self._discard_old:
-                    for _ in range(excess):
-                        items.popleft()
-                else:
-                    for _ in range(excess):
-                        items.pop()
-                self._count_drop(excess)
+            self._items.extend(new_items)
+            if len(self._items) > self._maxlen:
+                self._trim()
         if self._consumers_waiting:
             wakeups.wake(self._wake_consumers)
+
+    def _trim(self) -> int:
+        """Discard (and count) what is above the maximum length, lock held;
+        return how many of the newest items went."""
+        items = self._items
+        excess = len(items) - self._maxlen
+        self._count_drop(excess)
+        if self._discard_old:
+            for _ in range(excess):
+                items.popleft()
+            return 0
+        for _ in range(excess):
+            items.pop()
+        return excess
 
     def _wake_consumers(self) -> None:
         with self._cond:
@@ -254,19 +260,12 @@ class ArrivalQueue(PackageQueue):
             for position, recv_seq in runs:
                 marks.append((base + position, recv_seq))
             items.extend(new_items)
-            self._appended = appended = base + len(new_items)
-            excess = len(items) - self._maxlen
-            if excess > 0:
-                if self._discard_old:
-                    for _ in range(excess):
-                        items.popleft()
-                else:
-                    for _ in range(excess):
-                        items.pop()
-                    self._appended = appended = appended - excess
-                    while marks and marks[-1][0] >= appended:
-                        marks.pop()  # runs of discarded items
-                self._count_drop(excess)
+            appended = base + len(new_items)
+            if len(items) > self._maxlen:
+                appended -= self._trim()
+                while marks and marks[-1][0] >= appended:
+                    marks.pop()  # runs of discarded items
+            self._appended = appended
             first = appended - len(items)  # index of the oldest item queued
             while len(marks) > 1 and marks[1][0] <= first:
                 marks.popleft()

@@ -284,6 +284,7 @@ def parse_frame_runs(
     bulk = BULK_MIN
     heads = known_heads
     while end - pos >= HEADER_SIZE:
+        frame = None
         if alike:
             count = min((end - pos) // frame_len, bulk)
             if streak >= BULK_MIN and count >= BULK_MIN:
@@ -305,45 +306,39 @@ def parse_frame_runs(
                         break
                 frames += chunk[:count]
                 pos += count * frame_len
-                chunk = None
+                chunk = frame = None  # that one is read again, header first
                 bulk = BULK_MIN
             elif end - pos >= frame_len:
                 frame = unpack(buffer, pos)
-                if frame[4] == size:
-                    if frame[0] != head or frame[2] != dest:
-                        runs.append(len(frames))
-                        dest = frame[2]
-                        if frame[0] != head:
-                            head = frame[0]
-                            if (heads.get(head) or split_head(head))[0] == SLOT_DUMMY:
-                                signals += 1
-                    append(frame)
-                    pos += frame_len
-                    streak += 1
-                    continue
-            alike = False
-            streak = 0
-            continue
-        control, new_size = _CONTROL_AND_SIZE(buffer, pos)
-        if control != CONTROL_WORD:
-            raise RemoteProtocolError(
-                f"Bad frame header (control word {control:#018x}); lost track of "
-                "the stream."
-            )
-        if new_size > max_message_size:
-            raise MessageTooLargeError(
-                f"Peer announced a {new_size}-byte message; the limit is "
-                f"{max_message_size} bytes (raise max_message_size if this is wanted)."
-            )
-        if end - pos < HEADER_SIZE + new_size:
-            return frames, runs, pos, HEADER_SIZE + new_size, signals
-        if new_size == size:
-            alike = True
+                if frame[4] != size:
+                    frame = None  # not alike after all: read its header
+            if frame is None:
+                alike = False
+                streak = 0
+                continue
+            streak += 1
         else:
-            size = new_size
-            frame_len = HEADER_SIZE + size
-            unpack, iter_unpack = _frame_structs.get(size) or _frame_struct(size)
-        frame = unpack(buffer, pos)
+            control, new_size = _CONTROL_AND_SIZE(buffer, pos)
+            if control != CONTROL_WORD:
+                raise RemoteProtocolError(
+                    f"Bad frame header (control word {control:#018x}); lost track "
+                    "of the stream."
+                )
+            if new_size > max_message_size:
+                raise MessageTooLargeError(
+                    f"Peer announced a {new_size}-byte message; the limit is "
+                    f"{max_message_size} bytes (raise max_message_size if this is "
+                    "wanted)."
+                )
+            if end - pos < HEADER_SIZE + new_size:
+                return frames, runs, pos, HEADER_SIZE + new_size, signals
+            if new_size == size:
+                alike = True
+            else:
+                size = new_size
+                frame_len = HEADER_SIZE + size
+                unpack, iter_unpack = _frame_structs.get(size) or _frame_struct(size)
+            frame = unpack(buffer, pos)
         if frame[0] != head or frame[2] != dest:
             runs.append(len(frames))
             dest = frame[2]
