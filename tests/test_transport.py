@@ -441,8 +441,8 @@ def test_large_messages_nobody_reads_do_not_stall_the_connection(pair):
 
 
 def test_sync_mode_switched_while_messages_wait(pair):
-    """Out of sync mode a SubChannel queues bare payloads, in sync mode whole
-    frames; switching with messages queued loses and garbles none of them."""
+    """Sync mode reports what was consumed; switching it on and off with
+    messages queued loses and garbles none of them (recv, iteration, recv_all)."""
     a, b = pair
     pub = yoton.PubChannel(a, "switch", yoton.BINARY)
     sub = yoton.SubChannel(b, "switch", yoton.BINARY)

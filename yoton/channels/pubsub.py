@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import bisect
-import operator
 import threading
 import time
 from collections import deque
@@ -15,8 +14,6 @@ from ..message_types import BinaryMessageType, TextMessageType
 from ..queues import ArrivalQueue, Empty
 from ..wire import F_DATA, F_SOURCE_SEQ, frame_source_id
 from .base import BaseChannel
-
-_payload_of = operator.itemgetter(F_DATA)
 
 #: Sync mode: a SubChannel asks publishers to wait above HWM and resume below LWM.
 SYNC_HWM = 32
@@ -150,11 +147,8 @@ class PubChannel(BaseChannel):
 class SubChannel(BaseChannel):
     """The receiving side of publish/subscribe; iterate it to get pending messages."""
 
-    # Queued items are payloads (bytes) out of sync mode, else received frames
-    # (sync mode reports their source and sequence number); a frame that is
-    # tracked (a large one, see LargeMessageWindow) is always queued as such.
-    # Either is cheaper than a Package; the queue keeps their arrival order
-    # for select_sub_channel.
+    # Queued items are received frames, cheaper than Packages; the queue keeps
+    # their arrival order for select_sub_channel.
     _receives_items = True
     _queue_class = ArrivalQueue
 
@@ -176,12 +170,11 @@ class SubChannel(BaseChannel):
 
     def _consume(self, items: list) -> list:
         if self._sync:
-            for item in items:
-                if type(item) is not bytes:  # queued before sync mode: not known
-                    self._consumed[frame_source_id(item)] = item[F_SOURCE_SEQ]
+            for frame in items:
+                self._consumed[frame_source_id(frame)] = frame[F_SOURCE_SEQ]
             self._since_report += len(items)
         decode = self.message_from_bytes
-        return [decode(item if type(item) is bytes else item[F_DATA]) for item in items]
+        return [decode(frame[F_DATA]) for frame in items]
 
     def __iter__(self):
         return self
@@ -214,17 +207,16 @@ class SubChannel(BaseChannel):
         if queue._watched:
             queue._consumed()
         plain = self._plain_type
-        if plain is BinaryMessageType:  # received payloads are exact bytes already
-            return item if type(item) is bytes else item[5]  # F_DATA
+        if plain is BinaryMessageType:
+            return item[5]  # F_DATA; received payloads are exact bytes already
         if plain is TextMessageType:
-            return str(item if type(item) is bytes else item[5], "utf-8", "replace")
+            return str(item[5], "utf-8", "replace")
         if self._sync:
             message = self._consume([item])[0]
             self._check_queue_status()
             return message
         # Through the type: a method lookup the interpreter caches.
-        data = item if type(item) is bytes else item[5]
-        return self._message_type_instance.message_from_bytes(data)
+        return self._message_type_instance.message_from_bytes(item[5])
 
     def recv_all(self) -> list:
         """Return all pending messages (possibly none)."""
@@ -260,10 +252,6 @@ class SubChannel(BaseChannel):
 
     def _recv_frames(self, frames: list, runs: list) -> None:
         """Called by the context (routing lock held) with frames for this slot."""
-        if not self._sync and type(frames[0]) is tuple:  # a tracked one comes alone
-            # Only the payloads are kept: the frames are freed here, by the
-            # thread that made them, not one by one by the consumer.
-            frames = list(map(_payload_of, frames))
         self._q_in.push_runs(frames, runs)
         self._notify_received()
         if self._sync:
