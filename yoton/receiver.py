@@ -167,7 +167,7 @@ class SocketReader:
             frame = self._receive_large(pending)
             if frame is None:
                 return STOP_EOF_MID_MESSAGE
-            # A large (tracked) frame is delivered alone (SubChannel counts on it).
+            # A large (tracked) frame is delivered alone.
             frames, runs, signals = [frame], [0], 0
             frame = None  # hold no reference: the window waits for it
             self._start = self._end = 0
