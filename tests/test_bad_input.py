@@ -11,6 +11,7 @@ from conftest import wait_for
 
 import yoton
 from yoton import wire
+from yoton.receiver import STOP_CLOSED_FROM_THERE
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -216,3 +217,50 @@ def test_repeated_packages_are_delivered_once(make_context):
     sock.sendall(b"".join(batch))
     assert received(4) == [b"3", b"4", b"5", b"6"]
     sock.close()
+
+
+def test_heartbeats_and_close_inside_a_batch_of_packages(make_context):
+    """Connection-level frames among data frames of one read (and across the
+    slices a long batch is delivered in) are taken out; the data around them
+    arrives complete and in order, and a close ends the connection there."""
+    ctx = make_context()
+    conn = ctx.bind("localhost:0")
+    sub = yoton.SubChannel(ctx, "batch", yoton.BINARY)
+    reasons, on_closed = closed_reasons(ctx)
+    conn.closed.bind(on_closed)
+    sock = raw_peer(conn.port1)
+    wait_for(lambda: conn.is_connected)
+    seq = 0
+
+    def frames(count):
+        nonlocal seq
+        out = []
+        for _ in range(count):
+            seq += 1
+            data = b"%d" % seq
+            out.append(wire.encode_header(sub._slot_in_h, 0x77, seq, 0, 0, len(data)))
+            out.append(data)
+        return out
+
+    batch = frames(2) + [wire.HEARTBEAT_FRAME]
+    batch += frames(3000) + [wire.HEARTBEAT_FRAME] + frames(3000)  # > 1 read
+    sock.sendall(b"".join(batch))
+    got = [sub.recv(5) for _ in range(6002)]
+    assert got == [b"%d" % i for i in range(1, 6003)]
+    sock.sendall(b"".join(frames(1) + [wire.CLOSE_FRAME] + frames(1)))
+    assert sub.recv(5) == b"6003"
+    wait_for(lambda: yoton.process_events(False) or reasons)
+    assert reasons == [STOP_CLOSED_FROM_THERE]
+    assert sub.recv(0.3) == b""  # what came after the close is not delivered
+
+
+def test_runs_of_a_slice_of_frames():
+    """A long batch is delivered in slices; each slice's runs start at 0 and
+    keep the run boundaries that fall inside it."""
+    from yoton.receiver import _slice_runs
+
+    runs = [0, 2, 3, 3003, 3004]
+    assert _slice_runs(runs, 0, 2048) == [0, 2, 3]
+    assert _slice_runs(runs, 2048, 4096) == [0, 955, 956]
+    assert _slice_runs(runs, 4096, 6144) == [0]
+    assert _slice_runs(runs, 3003, 3004) == [0]
