@@ -376,10 +376,8 @@ class TcpConnection(Connection):
         sender should then call :meth:`_wait_writable`). A sparse frame is
         written by the calling thread at once (no hand-off, no batching delay).
         """
-        if len(data) > JOIN_LIMIT:
-            return self._enqueue((header, data), 1, forwarded, None)
-        frame = header + data
-        return self._enqueue((frame,), 1, forwarded, frame)
+        buffers, single = frame_buffers(header, data)
+        return self._enqueue(buffers, 1, forwarded, single)
 
     def _queue_frames(self, frames: list, count: int) -> bool:
         """Queue ``count`` local frames at once (``frames`` holds their buffers);
@@ -815,6 +813,15 @@ class TcpConnection(Connection):
         if reason:
             self.close_on_problem(reason)
         return True
+
+
+def frame_buffers(header: bytes, data: bytes) -> tuple[tuple, bytes | None]:
+    """Return a frame's buffers and, for a small one, that one joined buffer
+    (which may be written inline, see TcpConnection._enqueue)."""
+    if len(data) > JOIN_LIMIT:
+        return (header, data), None
+    frame = header + data
+    return (frame,), frame
 
 
 def _send_buffers(sock: socket.socket, buffers: deque) -> None:

@@ -22,6 +22,7 @@ from .connection import (
     STOP_CONTEXT,
     ConnectionCollection,
     TcpConnection,
+    frame_buffers,
     open_socket,
     run_handshake,
 )
@@ -396,13 +397,7 @@ class Context:
             header = _pack_header(
                 _CONTROL_WORD, slot, self._id, seq, dest_id, dest_seq, len(data)
             )
-            # The frame's buffers, made once for all connections (see _queue).
-            if len(data) > JOIN_LIMIT:
-                single = None
-                buffers = (header, data)
-            else:
-                single = header + data
-                buffers = (single,)
+            buffers, single = frame_buffers(header, data)  # once for all
             route = self._routes.get(dest_id) if dest_id else None
             if route is not None and route._status >= STATUS_WAITING:
                 # addressed: only towards it

@@ -89,15 +89,14 @@ class SocketReader:
         was read.
         """
         try:
+            ready = True
             if self._need_read:
                 if deferred:
                     wakeups.run_deferred(deferred)  # wake others just before blocking
-                if not self._poller.poll(wait * 1000):
-                    reason = self._quiet()
-                    if reason is not None:
-                        self.finished = reason
-                    return reason
-            if not mask_signals:
+                ready = self._poller.poll(wait * 1000)
+            if not ready:
+                reason = self._quiet()
+            elif not mask_signals:
                 reason = self._take(deferred)
             else:
                 previous = None
@@ -195,7 +194,7 @@ class SocketReader:
 
     def _receive_large(self, total: int) -> tuple | None:
         """Receive the rest of a large frame straight into one bytes object;
-        its header is tracked by the connection's large-message window."""
+        the frame is tracked by the connection's large-message window."""
         sock, view, start, end = self._sock, self._view, self._start, self._end
         head = bytes(view[start : start + wire.HEAD_SIZE])
         rest = wire.HEADER_REST.unpack_from(view, start + wire.HEAD_SIZE)

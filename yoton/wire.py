@@ -52,7 +52,7 @@ class Package:
         "dest_id",
         "dest_seq",
         "recv_seq",
-        "_keep",  # a tracked header (see LargeMessageWindow), kept alive
+        "_keep",  # a tracked frame (see LargeMessageWindow), kept alive
     )
 
     def __init__(
@@ -181,14 +181,17 @@ def split_head(head: bytes) -> tuple[int, int]:
     if known is None:
         control, slot, source_id = HEADER_HEAD.unpack(head)
         if control != CONTROL_WORD:
-            raise RemoteProtocolError(
-                f"Bad frame header (control word {control:#018x}); lost track of "
-                "the stream."
-            )
+            raise _bad_control_word(control)
         if len(known_heads) >= _MAX_KNOWN_HEADS:
             known_heads.clear()
         known = known_heads[head] = (slot, source_id)
     return known
+
+
+def _bad_control_word(control: int) -> RemoteProtocolError:
+    return RemoteProtocolError(
+        f"Bad frame header (control word {control:#018x}); lost track of the stream."
+    )
 
 
 def frame_source_id(frame: tuple) -> int:
@@ -210,14 +213,14 @@ def received_frame(
     dest_seq: int = 0,
 ) -> tuple:
     """Return the received frame of a package made here (as if received)."""
-    head = HEADER_HEAD.pack(CONTROL_WORD, slot, source_id)
+    head = encode_header_head(slot, source_id)
     return head, source_seq, dest_id, dest_seq, len(data), data
 
 
 def package_from_frame(frame: tuple, recv_seq: int = 0) -> Package:
     """Return the :class:`Package` of a received frame."""
     head, sseq, did, dseq, _, data = frame
-    _, slot, sid = HEADER_HEAD.unpack(head)
+    slot, sid = split_head(head)
     package = Package(data, slot, sid, sseq, did, dseq, recv_seq)
     if type(frame) is not tuple:  # tracked: it lives as long as the package
         package._keep = frame
@@ -320,10 +323,7 @@ def parse_frame_runs(
         else:
             control, new_size = _CONTROL_AND_SIZE(buffer, pos)
             if control != CONTROL_WORD:
-                raise RemoteProtocolError(
-                    f"Bad frame header (control word {control:#018x}); lost track "
-                    "of the stream."
-                )
+                raise _bad_control_word(control)
             if new_size > max_message_size:
                 raise MessageTooLargeError(
                     f"Peer announced a {new_size}-byte message; the limit is "
