@@ -13,7 +13,6 @@ from __future__ import annotations
 import builtins
 import logging
 import os
-import signal
 import socket
 import threading
 import time
@@ -33,8 +32,8 @@ from .receiver import (  # noqa: F401 - the close reasons are part of this API
     STOP_QUIETLY,
     SocketReader,
 )
-from .threads import BLOCKED_SIGNALS, start_thread
 from .threads import pthread_sigmask as _sigmask
+from .threads import start_thread
 
 if TYPE_CHECKING:
     from .context import Context
@@ -70,6 +69,8 @@ _IOV_MAX = 512
 #: A local sender that finds this many bytes queued writes them itself.
 _PRODUCER_BYTES = 64 << 10
 _MSG_DONTWAIT = getattr(socket, "MSG_DONTWAIT", 0)
+_DONTWAIT_FLAGS = (_MSG_DONTWAIT,)
+_NO_ANCILLARY = ((),)
 #: A frame queued this long after the previous one is sent by the caller itself.
 _INLINE_GAP = 0.0002
 #: After a batch, the sending thread waits this long for more before idling.
@@ -395,8 +396,13 @@ class TcpConnection(Connection):
         stream does not wait for the IO thread to get the GIL.
         """
         owns = False  # whether this thread writes to the socket (see _writing)
-        masked = False
-        previous = None
+        inline = False  # it writes ``single`` alone (else the batch it took)
+        taken = None  # the buffers this thread writes, once it owns the socket
+        size = -1  # their bytes
+        # What the write took, stored by C code (map into extend): a signal
+        # handler that raises once the call returns cannot lose the count, so
+        # no frame is ever cut and no signal mask is needed.
+        written: list = []
         try:
             with self._out_lock:
                 status = self._status
@@ -424,13 +430,13 @@ class TcpConnection(Connection):
                         and status >= STATUS_HOSTING
                         and not self._writing
                     ):
-                        # One statement, no call in between: an exception from
+                        size = len(single)
+                        # Plain stores, no call in between: an exception from
                         # a signal handler cannot leave _writing set and us
                         # not knowing it (the finally below clears it).
-                        self._writing = owns = True
-                if owns:
-                    batch = None
-                else:
+                        self._writing = owns = inline = True
+                        taken = (single,)
+                if not owns:
                     out.extend(buffers)
                     self._queued_total += count
                     self._out_bytes += sum(map(len, buffers))
@@ -448,74 +454,57 @@ class TcpConnection(Connection):
                     # (the gap is measured from the last frame seen queued).
                     self._last_queued = _monotonic()
                     fresh = deque()
-                    # Plain assignments from here on: no call in between, so
-                    # an exception from a signal handler finds the finally
-                    # below knowing what we took.
+                    # Plain assignments from here on, as above.
                     self._writing = owns = True
-                    batch = out
+                    taken = out
+                    size = self._out_bytes
                     self._out = fresh
                     self._out_bytes = 0
                     self._producer_writes += 1
             # We own the socket: no other frame can be written before these.
-            if _CAN_MASK and _get_ident() == _MAIN_THREAD_ID:
-                # A KeyboardInterrupt in the middle would cut a frame or lose
-                # the unsent rest of a batch: signals wait until we are done.
-                masked = True
-                previous = _sigmask(signal.SIG_BLOCK, BLOCKED_SIGNALS)
-            try:
-                if batch is None:
-                    self._sock.sendall(single)
-                    self._last_send = _monotonic()
-                else:
-                    self._send_batch_nowait(batch)
-            except OSError:
-                pass  # the receiving thread notices the broken socket and closes
-            batch = None
+            # Never blocking: what the socket cannot take now goes back to the
+            # front of the queue (below) and the sending thread writes it.
+            if inline:
+                written.extend(map(self._sock.send, taken, _DONTWAIT_FLAGS))
+            else:
+                head = list(islice(taken, _IOV_MAX)) if len(taken) > _IOV_MAX else taken
+                written.extend(
+                    map(self._sock.sendmsg, (head,), _NO_ANCILLARY, _DONTWAIT_FLAGS)
+                )
+            return False
+        except BlockingIOError:
+            written.append(0)  # the socket is full: the sending thread waits
+            return False
+        except OSError:
+            written.append(-1)  # broken: the receiving thread notices and closes
             return False
         finally:
-            try:
-                if owns:
-                    if batch:  # interrupted before writing: the frames go back
-                        # The raw lock: Condition.__enter__ is Python code,
-                        # where a signal handler could raise with it taken.
+            if owns:
+                if written and written[0] == size:  # all of it: no call first
+                    self._writing = False
+                    self._last_send = _monotonic()
+                    if self._writer_waiting:
                         with self._out_lock:
-                            newer = self._out
-                            self._out = batch
-                            self._writing = False
-                            batch.extend(newer)
-                            self._out_bytes = sum(map(len, batch))
-                    else:
-                        # A plain store, not under the lock: taking the lock
-                        # may wait, and a signal handler may raise meanwhile.
-                        self._writing = False
-            finally:
-                if masked:  # whatever was raised above: signals come back
-                    if previous is None:  # a handler raised as the mask was set
-                        _sigmask(signal.SIG_UNBLOCK, BLOCKED_SIGNALS)
-                    else:
-                        _sigmask(signal.SIG_SETMASK, previous)
-            if owns and self._writer_waiting:
-                with self._out_lock:
-                    self._out_cond.notify_all()
+                            self._out_cond.notify_all()
+                else:
+                    self._release_socket(taken, written, inline)
 
-    def _send_batch_nowait(self, batch: deque) -> None:
-        """Write frames taken from the front of the queue without blocking (we
-        own the socket); what the socket cannot take yet goes back to the
-        front, and the IO thread takes over until the socket drains."""
-        head = list(islice(batch, _IOV_MAX)) if len(batch) > _IOV_MAX else batch
-        try:
-            sent = self._sock.sendmsg(head, (), _MSG_DONTWAIT)
-        except BlockingIOError:
-            sent = 0
-        full = sent < sum(map(len, head))
-        if not full and head is batch:
-            self._last_send = _monotonic()
-            return
-        rest = _unsent(list(batch), sent)
-        with self._out_cond:
+    def _release_socket(self, taken, written: list, inline: bool) -> None:
+        """Stop owning the socket after a write of ``taken`` that wrote
+        ``written[0]`` bytes (none tried if empty, -1 for a broken socket):
+        the rest goes back to the front of the queue, for the sending thread."""
+        sent = written[0] if written else 0
+        rest = [] if sent < 0 else _unsent(list(taken), sent)
+        # The raw lock: Condition.__enter__ is Python code, where a signal
+        # handler could raise with it taken.
+        with self._out_lock:
             self._out.extendleft(reversed(rest))
             self._out_bytes += sum(map(len, rest))
-            self._socket_full = full
+            if inline and rest:  # queued now, so that flush() waits for it
+                self._queued_total += 1
+            if rest:
+                self._socket_full = bool(written)  # else the write never started
+            self._writing = False
             self._out_cond.notify_all()
 
     def _count_drop(self, count: int = 1) -> None:

@@ -86,10 +86,12 @@ class Future:
 
     def __init__(
         self,
-        req_channel: ReqChannel | None = None,
+        req_channel: ReqChannel | _Requester | None = None,
         request_id: int = 0,
         timeout: float | None = 10.0,
     ) -> None:
+        if isinstance(req_channel, ReqChannel):
+            req_channel = req_channel._core
         self._channel = req_channel
         self._request_id = request_id
         self._cond = threading.Lock()  # guards the status, gate and callbacks
@@ -344,6 +346,48 @@ class ReqChannel(BaseChannel):
     share the load: each request is handled by exactly one of them.
     """
 
+    # The work is done by a _Requester, the channel registered with the
+    # context: a class with __getattr__ (which every call needs) makes each
+    # attribute access on its instances several times slower, and this one
+    # only looks its proxies up. Private names are the requester's.
+
+    def __init__(
+        self, context, slot_base: str, default_future_timeout: float = 10.0
+    ) -> None:
+        core = _Requester(context, slot_base, default_future_timeout)
+        object.__setattr__(self, "_core", core)
+
+    def __getattr__(self, name: str):
+        if name == "_core":
+            raise AttributeError(name)  # not made yet
+        core = self._core
+        if name.startswith("_") or name in core.__dict__:
+            return getattr(core, name)
+        request = core._request
+
+        def proxy(*args: Any, **kwargs: Any) -> Future:
+            return request(name, args, kwargs)
+
+        proxy.__name__ = name
+        self.__dict__[name] = proxy  # found directly next time
+        return proxy
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._core, name, value)
+
+    @property
+    def closed(self) -> bool:
+        """Whether the channel is closed."""
+        return self._core._closed
+
+    def close(self) -> None:
+        """Close the channel; pending requests are cancelled."""
+        self._core.close()
+
+
+class _Requester(BaseChannel):
+    """What a ReqChannel does: send calls, match their replies to futures."""
+
     def __init__(
         self, context, slot_base: str, default_future_timeout: float = 10.0
     ) -> None:
@@ -361,17 +405,6 @@ class ReqChannel(BaseChannel):
 
     def _messaging_patterns(self) -> tuple[str, str]:
         return "req-rep", "rep-req"
-
-    def __getattr__(self, name: str):
-        if name.startswith("_"):
-            raise AttributeError(name)
-
-        def proxy(*args: Any, **kwargs: Any) -> Future:
-            return self._request(name, args, kwargs)
-
-        proxy.__name__ = name
-        self.__dict__[name] = proxy  # found directly next time
-        return proxy
 
     # -- making requests -----------------------------------------------------------
 
