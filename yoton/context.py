@@ -548,7 +548,7 @@ class Context:
         """
         count = len(frames)
         if count == 1:
-            handled, full = self._recv_one(frames, via)
+            handled, full = self._recv_one(frames[0], via)
             if handled:
                 return full
         deposits: dict = {}
@@ -652,11 +652,10 @@ class Context:
                 self._recv_context_package(package, via)
         return full
 
-    def _recv_one(self, frames: list, via: TcpConnection | None) -> tuple:
+    def _recv_one(self, frame: tuple, via: TcpConnection | None) -> tuple:
         """:meth:`_recv_packages` of one frame for a channel here, the usual
         case (a call, a reply) done directly: returns (True, full queues),
         or (False, None) if the frame needs the general way."""
-        frame = frames[0]
         head = frame[0]
         slot, sid = _known_heads.get(head) or _split_head(head)
         dest = frame[2]
@@ -673,7 +672,12 @@ class Context:
             if self._routes.get(sid) is not via:
                 self._routes[sid] = via
             self._recv_seq = recv_seq = self._recv_seq + 1
-            handler, full = _deposit(channel, frames, [(0, recv_seq)])
+            take = channel._take_frame
+            if take is None:
+                handler, full = _deposit(channel, [frame], [(0, recv_seq)])
+        if take is not None:
+            take(frame)
+            return True, None
         if handler is not None:
             handler()
             return True, None

@@ -353,28 +353,53 @@ def encode_object(obj: Any) -> bytes:
 
 _REQUEST_HEAD = _TYPE_LEN(_TUPLE, 3)
 _EMPTY_DICT = bytes([_DICT, 0])
+#: The type byte and short length of a str of each short size, and of a tuple
+#: of each short count (made once: packing them costs more than indexing).
+_STR_HEADS = [_TYPE_LEN(_STR, n) for n in range(255)]
+_TUPLE_HEADS = [_TYPE_LEN(_TUPLE, n) for n in range(255)]
+#: Encoded "tuple of 3, then this name" prefixes of requests, by name.
+_request_prefixes: dict[str, bytes] = {}
+_MAX_PREFIXES = 1024
+
+
+def _request_prefix(name: str) -> bytes:
+    raw = str.encode(name, "utf-8")  # UnicodeEncodeError: the caller's problem
+    if len(raw) >= 255:
+        raise _PathError("")  # long: the general way
+    if len(_request_prefixes) >= _MAX_PREFIXES:
+        _request_prefixes.clear()
+    prefix = _request_prefixes[name] = _REQUEST_HEAD + _STR_HEADS[len(raw)] + raw
+    return prefix
 
 
 def encode_request(name: str, args: tuple, kwargs: dict) -> bytes:
-    """``encode_object((name, args, kwargs))``, the shape of every RPC call, with
-    the outer tuple, the name, short strings and ints among the arguments and an
-    empty kwargs written directly (anything else goes the general way)."""
-    if type(name) is not str or type(args) is not tuple or type(kwargs) is not dict:
-        return encode_object((name, args, kwargs))
-    try:
-        raw = str.encode(name, "utf-8")
-        n = len(args)
-        if len(raw) >= 255 or n >= 255:
-            raise _PathError("")  # long: the general way
-        out = [_REQUEST_HEAD, _TYPE_LEN(_STR, len(raw)), raw, _TYPE_LEN(_TUPLE, n)]
-        _encode_items(args, out, 2)
-        if kwargs:
-            _encode_container(kwargs, out, 1)
-        else:
-            out.append(_EMPTY_DICT)
-    except (_PathError, UnicodeEncodeError):
-        return encode_object((name, args, kwargs))  # raises, naming the path
-    return b"".join(out)
+    """``encode_object((name, args, kwargs))``, the shape of every RPC call,
+    with the name, short strings and ints among the arguments and an empty
+    kwargs written directly (anything else goes the general way)."""
+    if type(name) is str and type(args) is tuple and type(kwargs) is dict:
+        try:
+            parts = [_request_prefixes.get(name) or _request_prefix(name)]
+            parts.append(_TUPLE_HEADS[len(args)])  # IndexError: a long tuple
+            for item in args:
+                tp = type(item)
+                if tp is str:
+                    raw = str.encode(item, "utf-8")
+                    parts.append(_STR_HEADS[len(raw)])  # IndexError: a long str
+                    parts.append(raw)
+                elif tp is int:
+                    parts.append(_PACK_INT(_INT, item))
+                elif item is None:
+                    parts.append(_B_NONE)
+                else:
+                    _encode(item, parts, 2)
+            if kwargs:
+                _encode_container(kwargs, parts, 1)
+            else:
+                parts.append(_EMPTY_DICT)
+            return b"".join(parts)
+        except (_PathError, UnicodeEncodeError, IndexError, struct.error):
+            pass
+    return encode_object((name, args, kwargs))  # raises, naming the path
 
 
 # --- object codec: decoding ------------------------------------------------------
@@ -513,27 +538,41 @@ def decode_object(data: bytes | bytearray | memoryview) -> Any:
 def decode_request(data: bytes | bytearray | memoryview) -> Any:
     """``decode_object(data)``, faster for what :func:`encode_request` makes
     (anything else, or anything malformed, takes the general way)."""
-    if type(data) is bytes and data[:2] == _REQUEST_HEAD and len(data) > 4:
-        size = data[3]
-        pos = 4 + size
-        end = len(data)
-        if data[2] == _STR and size < 255 and pos <= end:
-            try:
-                name = str(data[4:pos], "utf-8")
-                n = data[pos + 1] if pos + 2 <= end and data[pos] == _TUPLE else 255
-                if n < 255 and n <= end - pos - 2:  # a short argument tuple
-                    args, pos = _decode_items(data, pos + 2, end, n, 2)
-                    args = tuple(args)
-                else:
-                    args, pos = _decode(data, pos, end, 1)
-                if data[pos:] == _EMPTY_DICT:
-                    return name, args, {}
-                kwargs, pos = _decode(data, pos, end, 1)
-                if pos == end:
-                    return name, args, kwargs
-            except (UnicodeDecodeError, DecodeError, RecursionError):
-                pass  # decode_object says what is wrong
-    return decode_object(data)
+    if type(data) is bytes and data[:3] == _REQUEST_NAME:
+        try:
+            pos = 4 + data[3]
+            name = str(data[4:pos], "utf-8")
+            if data[3] < 255 and data[pos] == _TUPLE and data[pos + 1] < 255:
+                end = len(data)
+                args = []
+                append = args.append
+                pos += 2
+                for _ in range(data[pos - 1]):
+                    code = data[pos]
+                    if code == _STR and data[pos + 1] < 255:
+                        stop = pos + 2 + data[pos + 1]
+                        append(str(data[pos + 2 : stop], "utf-8"))
+                        pos = stop
+                    elif code == _INT:
+                        append(_unpack_q(data, pos + 1)[0])
+                        pos += 9
+                    else:
+                        value, pos = _decode(data, pos, end, 2)
+                        append(value)
+                if pos == end - 2 and data[pos:] == _EMPTY_DICT:
+                    return name, tuple(args), {}
+                if pos < end - 2:
+                    kwargs, stop = _decode(data, pos, end, 1)
+                    if stop == end and type(kwargs) is dict:
+                        return name, tuple(args), kwargs
+        except (IndexError, UnicodeDecodeError, DecodeError, RecursionError):
+            pass
+        except struct.error:
+            pass
+    return decode_object(data)  # says what is wrong, if anything
+
+
+_REQUEST_NAME = _REQUEST_HEAD + bytes([_STR])
 
 
 def _decode_items(

@@ -60,6 +60,7 @@ class SocketReader:
         self.finished: str | None = None
         self._sock = connection._sock
         self._deliver_to = connection._context._recv_packages
+        self._deliver_one = connection._context._recv_one
         self._max_size = connection._max_message_size
         self._buf = bytearray(max(RECV_BUFFER, len(leftover)))
         self._view = memoryview(self._buf)
@@ -136,6 +137,8 @@ class SocketReader:
                 # payload can be received straight into its own buffer.
                 self._start = self._end = 0
                 n = self._sock.recv_into(view[:_HEADER_SIZE])
+            elif self._end == 0:
+                n = self._sock.recv_into(self._buf, RECV_CHUNK)
             else:
                 n = self._sock.recv_into(view[self._end : self._end + RECV_CHUNK])
             if not n:
@@ -150,6 +153,19 @@ class SocketReader:
                 conn._timedout_signal.emit(conn, False)
         self._need_read = True
         buf, start, end = self._buf, self._start, self._end
+        if not self._large_mode:
+            # One frame alone (a call, a reply): straight to the router.
+            frame = wire.lone_frame(buf, start, end, self._max_size)
+            if frame is not None:
+                self._start = self._end = 0
+                handled, full = self._deliver_one(frame, conn)
+                if not handled:  # also a heartbeat or a close (see _deliver)
+                    reason, full = self._deliver([frame], [0])
+                    if reason:
+                        return reason
+                if full:
+                    self._wait_for_consumers(full, deferred)
+                return None
         # Payloads are unpacked out of the buffer as bytes: it is reused at once.
         frames, runs, start, pending, signals = wire.parse_frame_runs(
             buf, start, end, self._max_size

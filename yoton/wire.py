@@ -249,6 +249,26 @@ def parse_frames(
     return ParseResult(packages, consumed, pending)
 
 
+def lone_frame(
+    buffer: bytes | bytearray | memoryview,
+    start: int,
+    end: int,
+    max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+) -> tuple | None:
+    """The frame ``buffer[start:end]`` holds if it holds exactly one valid
+    frame (the usual case for a call or a reply), else None."""
+    if end - start < HEADER_SIZE:
+        return None
+    control, size = _CONTROL_AND_SIZE(buffer, start)
+    if (
+        end - start != HEADER_SIZE + size
+        or control != CONTROL_WORD
+        or size > max_message_size
+    ):
+        return None
+    return (_frame_structs.get(size) or _frame_struct(size))[0](buffer, start)
+
+
 def parse_frame_runs(
     buffer: bytes | bytearray | memoryview,
     start: int,
@@ -262,17 +282,11 @@ def parse_frame_runs(
     and destination, so the router treats them as one); ``signals`` is 0 if
     no connection-level frame (slot 1) is among them.
     """
-    if end - start >= HEADER_SIZE:  # exactly one valid frame (a call, a reply)?
-        control, size = _CONTROL_AND_SIZE(buffer, start)
-        if (
-            end - start == HEADER_SIZE + size
-            and control == CONTROL_WORD
-            and size <= max_message_size
-        ):
-            frame = (_frame_structs.get(size) or _frame_struct(size))[0](buffer, start)
-            head = frame[0]
-            dummy = (known_heads.get(head) or split_head(head))[0] == SLOT_DUMMY
-            return [frame], [0], end, 0, 1 if dummy else 0
+    frame = lone_frame(buffer, start, end, max_message_size)
+    if frame is not None:
+        head = frame[0]
+        dummy = (known_heads.get(head) or split_head(head))[0] == SLOT_DUMMY
+        return [frame], [0], end, 0, 1 if dummy else 0
     frames = []
     append = frames.append
     runs = []

@@ -163,6 +163,11 @@ class BaseChannel:
     #: context calls after depositing (outside the routing lock).
     _after_deposit: Callable[[], None] | None = None
 
+    #: Such a channel may also set this to a method that handles one received
+    #: frame, called instead of depositing it when a frame arrives alone
+    #: (outside the routing lock too).
+    _take_frame: Callable[[tuple], None] | None = None
+
     def _recv_packages(self, packages: list) -> None:
         """Called by the context (routing lock held) with packages for this slot."""
         self._q_in.push_many(packages)

@@ -102,8 +102,8 @@ class Future:
         self._gate: threading.Lock | None = None
         self._status = _PENDING
         self._result: Any = None
-        self._callbacks: list = []
-        self._waiters: list = []  # internal callbacks (asyncio), always direct
+        self._callbacks: list | None = None  # made by the first one added
+        self._waiters: list | None = None  # internal callbacks (asyncio), direct
         self._replier = 0
         self._request_data = b""
         self._direct = False
@@ -239,7 +239,10 @@ class Future:
             raise ValueError("add_done_callback() expects a callable.")
         with self._cond:
             if self._status < _CANCELLED:
-                self._callbacks.append(fn)
+                if self._callbacks is None:
+                    self._callbacks = [fn]
+                else:
+                    self._callbacks.append(fn)
                 return
         self._call(fn)
 
@@ -283,7 +286,10 @@ class Future:
     def _add_waiter(self, fn) -> None:
         with self._cond:
             if self._status < _CANCELLED:
-                self._waiters.append(fn)
+                if self._waiters is None:
+                    self._waiters = [fn]
+                else:
+                    self._waiters.append(fn)
                 return
         fn(self)
 
@@ -291,11 +297,11 @@ class Future:
         if not self._callbacks and not self._waiters:
             return  # none can be added once the status is final
         with self._cond:
-            callbacks, self._callbacks = self._callbacks, []
-            waiters, self._waiters = self._waiters, []
-        for fn in waiters:
+            callbacks, self._callbacks = self._callbacks, None
+            waiters, self._waiters = self._waiters, None
+        for fn in waiters or ():
             fn(self)
-        for fn in callbacks:
+        for fn in callbacks or ():
             self._call(fn)
 
     def _call(self, fn) -> None:
@@ -410,21 +416,25 @@ class _Requester(BaseChannel):
 
     def _request(self, name: str, args: tuple, kwargs: dict) -> Future:
         data = encode_request(name, args, kwargs)  # EncodeError at once
-        self._check_open()
+        if self._closed:
+            self._check_open()
         with self._lock:
-            self._counter += 1
-            future = Future(self, self._counter, self._default_timeout)
+            self._counter = request_id = self._counter + 1
+            future = Future(self, request_id, self._default_timeout)
             future._request_data = data
-            self._futures[self._counter] = future
-            for replier, busy in self._repliers.items():
+            self._futures[request_id] = future
+            repliers = self._repliers
+            for replier, busy in repliers.items():
                 if not busy:
                     future._status = _RUNNING
                     future._replier = replier
                     future._direct = True
-                    self._repliers[replier] = 1
+                    repliers[replier] = 1
                     break
-        if future._direct:
-            self._send(data, future._replier, future._request_id)
+            else:
+                replier = 0
+        if replier:
+            self._context._send_frame(self._slot_out_h, data, replier, request_id)
         else:
             self._ask(future)
         return future
@@ -495,18 +505,22 @@ class _Requester(BaseChannel):
     def _after_deposit(self) -> None:
         """Handle acknowledgements and replies (called outside the routing lock)."""
         arrived = self._arrived
-        my_id = self._context._id
+        take = self._take_frame
         while arrived:  # looked at first: an empty pop costs an exception
             try:
                 frame = arrived.popleft()
             except IndexError:
                 return  # another receiving thread took it
-            if frame[F_DEST_ID] != my_id:
-                continue
-            if frame[F_DEST_SEQ] >= REQREP_SEQ_REF:
-                self._on_control(frame)
-            else:
-                self._on_reply(frame)
+            take(frame)
+
+    def _take_frame(self, frame: tuple) -> None:
+        """Handle one acknowledgement or reply."""
+        if frame[F_DEST_ID] != self._context._id:
+            return
+        if frame[F_DEST_SEQ] >= REQREP_SEQ_REF:
+            self._on_control(frame)
+        else:
+            self._on_reply(frame)
 
     def _on_control(self, frame: tuple) -> None:
         request_id = frame[F_DEST_SEQ] - REQREP_SEQ_REF
@@ -567,12 +581,12 @@ class _Requester(BaseChannel):
         try:
             reply = decode_object(data)
         except Exception as err:
-            future.set_exception(err)
+            future._finish(_ERROR, err)
             return
-        if isinstance(reply, tuple) and len(reply) == 2 and reply[0] == ERROR_OBJECT:
-            future.set_exception(_remote_error(reply[1]))
+        if type(reply) is tuple and len(reply) == 2 and reply[0] == ERROR_OBJECT:
+            future._finish(_ERROR, _remote_error(reply[1]))
         else:
-            future.set_result(reply)
+            future._finish(_DONE, reply)
 
     def _sources_lost(self, ids: list[int]) -> None:
         lost = set(ids)
@@ -719,30 +733,41 @@ class RepChannel(BaseChannel):
         # In arrival order: a requester sends the call and then "req-" for it,
         # often in one batch; the call must be matched to our "req!" first.
         queued = False
-        my_id = self._context._id
         for frame in frames:
-            head, _, dest_id, request_id, _, _ = frame
-            _, requester = known_heads.get(head) or split_head(head)
-            if request_id >= REQREP_SEQ_REF:
-                self._on_control(frame, requester)
-                continue
-            if dest_id != my_id:
-                continue
-            with self._lock:
-                acked = self._acked
-                is_acked = acked is not None and acked[:2] == (requester, request_id)
-                if is_acked:
-                    self._acked = None
-                elif self._busy or self._q_in._items or self._mode == 0:
-                    # A direct call while busy or off: let the requester negotiate.
-                    self._bounce(requester, request_id)
-                    continue
-                self._q_in.push(frame)
+            if self._take_call(frame):
                 queued = True
         if queued:
             self._notify_received()  # we are not free to take another now
         else:
             self._acknowledge_next()
+
+    def _take_frame(self, frame: tuple) -> None:
+        """:meth:`_recv_frames` of a frame that arrived alone."""
+        if self._take_call(frame):
+            self._notify_received()
+        else:
+            self._acknowledge_next()
+
+    def _take_call(self, frame: tuple) -> bool:
+        """Handle a control message, or queue (or bounce) a call; return
+        whether a call was queued."""
+        head, _, dest_id, request_id, _, _ = frame
+        requester = (known_heads.get(head) or split_head(head))[1]
+        if request_id >= REQREP_SEQ_REF:
+            self._on_control(frame, requester)
+            return False
+        if dest_id != self._context._id:
+            return False
+        with self._lock:
+            acked = self._acked
+            if acked is not None and acked[0] == requester and acked[1] == request_id:
+                self._acked = None
+            elif self._busy or self._q_in._items or self._mode == 0:
+                # A direct call while busy or off: let the requester negotiate.
+                self._bounce(requester, request_id)
+                return False
+            self._q_in.push(frame)
+        return True
 
     def _bounce(self, requester: int, request_id: int) -> None:
         try:
@@ -792,29 +817,32 @@ class RepChannel(BaseChannel):
 
     def _handle(self, frame: tuple) -> None:
         """Answer one queued call, a received frame."""
-        with self._lock:
-            self._busy = True
+        # Plain stores: the checks under the lock that read it only decide
+        # whether a requester should negotiate, and this thread offers to
+        # take the next request itself when done (_acknowledge_next).
+        self._busy = True
         try:
             reply = self._call(frame[F_DATA])
             try:
                 data = encode_object(reply)
             except EncodeError as err:
                 data = encode_object(_error_reply(err))
-            try:
-                head = frame[F_HEAD]
-                requester = (known_heads.get(head) or split_head(head))[1]
-                self._send(data, requester, frame[F_DEST_SEQ], block=False)
-            except OSError:
-                pass  # channel closed
+            head = frame[F_HEAD]
+            requester = (known_heads.get(head) or split_head(head))[1]
+            if not self._closed:
+                self._context._send_frame(
+                    self._slot_out_h, data, requester, frame[F_DEST_SEQ], False
+                )
         finally:
-            with self._lock:
-                self._busy = False
+            self._busy = False
 
     def _call(self, data: bytes) -> Any:
         try:
             name, args, kwargs = decode_request(data)
             method = self._public_method(name)
-            if not isinstance(args, list | tuple) or not isinstance(kwargs, dict):
+            if (type(args) is not tuple and not isinstance(args, list)) or type(
+                kwargs
+            ) is not dict:
                 raise TypeError("A request carries (name, args tuple, kwargs dict).")
             return method(*args, **kwargs)
         except Exception as err:
