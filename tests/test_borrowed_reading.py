@@ -252,15 +252,19 @@ def _poking_tracer(functions, seed: int, unless=lambda: False):
 
 @pytest.mark.timeout(60, method="thread")  # a wedged connection hangs, not raises
 def test_an_exception_wherever_a_signal_can_land_in_queue_loses_nothing(served):
-    """Like a Ctrl-C handler would, raise in the main thread's
-    TcpConnection._enqueue right after a call returns (where CPython runs signal
-    handlers), at random such points: the connection must neither wedge (the
-    socket left owned by nobody) nor lose frames queued before (a batch taken
-    off the queue)."""
+    """Like a Ctrl-C handler would, raise in the main thread's writes
+    (TcpConnection._send_local, _enqueue, _release_socket) right after a call
+    returns (where CPython runs signal handlers), at random such points: the
+    connection must neither wedge (the socket left owned by nobody) nor lose
+    frames queued before (a batch taken off the queue)."""
     server, client, req = served
     req.close()
     req = yoton.ReqChannel(client, "svc", default_future_timeout=60)
-    tracer = _poking_tracer([yoton.connection.TcpConnection._enqueue], seed=1)
+    connection = yoton.connection.TcpConnection
+    tracer = _poking_tracer(
+        [connection._send_local, connection._enqueue, connection._release_socket],
+        seed=1,
+    )
     pokes = 0
     futures = []
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
@@ -288,7 +292,7 @@ def _sigint_blocked() -> bool:
 def test_an_exception_wherever_a_signal_can_land_in_posting_loses_nothing(pair):
     """Publish in the main thread while a tracer raises, like a Ctrl-C handler,
     after calls in the posting path (PubChannel.send, Context._after_post,
-    _frame_posted, their framing and TcpConnection._enqueue) wherever signals
+    _frame_posted, their framing and TcpConnection's writes) wherever signals
     are not masked: every message whose send() returned arrives, once and in
     order, none is stranded among the posted payloads, and no signal is left
     blocked."""
@@ -302,7 +306,9 @@ def test_an_exception_wherever_a_signal_can_land_in_posting_loses_nothing(pair):
         yoton.context.Context._frame_posted,
         yoton.context.Context._frame_posted_locked,
         yoton.context.Context._wake_senders,
+        yoton.connection.TcpConnection._send_local,
         yoton.connection.TcpConnection._enqueue,
+        yoton.connection.TcpConnection._release_socket,
     ]
     # A handler cannot run while signals are masked: no pokes there.
     tracer = _poking_tracer(functions, seed=2, unless=_sigint_blocked)

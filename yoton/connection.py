@@ -385,6 +385,51 @@ class TcpConnection(Connection):
         returns what :meth:`_queue` returns."""
         return self._enqueue(frames, count, False, None)
 
+    def _send_local(self, buffers: tuple, single: bytes | None) -> bool:
+        """:meth:`_enqueue` of one local frame: when traffic is sparse and
+        ``single`` is given, written at once, the shortest way (the usual case
+        for a call or a reply); returns what :meth:`_queue` returns."""
+        if single is None:
+            return self._enqueue(buffers, 1, False, None)
+        size = len(single)
+        owns = False
+        written: list = []  # see _enqueue
+        try:
+            with self._out_lock:
+                if (
+                    not self._out
+                    and not self._writing
+                    and self._status >= STATUS_HOSTING
+                ):
+                    now = _monotonic()
+                    if (
+                        self._received_since_send
+                        or now - self._last_queued > _INLINE_GAP
+                    ):
+                        self._received_since_send = False
+                        self._last_queued = now
+                        self._writing = owns = True
+            if not owns:
+                return self._enqueue(buffers, 1, False, single)
+            written.extend(map(self._sock.send, buffers, _DONTWAIT_FLAGS))
+            return False
+        except BlockingIOError:
+            written.append(0)  # the socket is full: the sending thread waits
+            return False
+        except OSError:
+            written.append(-1)  # broken: the receiving thread notices and closes
+            return False
+        finally:
+            if owns:
+                if written and written[0] == size:  # all of it: no call first
+                    self._writing = False
+                    self._last_send = now
+                    if self._writer_waiting:
+                        with self._out_lock:
+                            self._out_cond.notify_all()
+                else:
+                    self._release_socket(buffers, written, True)
+
     def _enqueue(
         self, buffers, count: int, forwarded: bool, single: bytes | None
     ) -> bool:

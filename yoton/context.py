@@ -401,12 +401,12 @@ class Context:
             route = self._routes.get(dest_id) if dest_id else None
             if route is not None and route._status >= STATUS_WAITING:
                 # addressed: only towards it
-                full = route._enqueue(buffers, 1, False, single)
+                full = route._send_local(buffers, single)
             else:
                 sent = False
                 for connection in self._connections:
                     if connection._status >= STATUS_WAITING:
-                        if connection._enqueue(buffers, 1, False, single):
+                        if connection._send_local(buffers, single):
                             full = True
                         sent = True
                 if not sent:
@@ -502,7 +502,7 @@ class Context:
                 self._send_seq = seq = seq + 1
                 frame = head + _pack_tail(seq, len(data)) + data
                 for connection in connections:
-                    if connection._enqueue((frame,), 1, False, frame):
+                    if connection._send_local((frame,), frame):
                         full = True
                 continue
             parts = []  # header parts and payloads, joined into one buffer below
