@@ -11,6 +11,7 @@ from conftest import wait_for
 
 import yoton
 from yoton import wire
+from yoton.addresses import slot_hash
 from yoton.receiver import STOP_CLOSED_FROM_THERE
 
 pytestmark = pytest.mark.timeout(60)
@@ -264,3 +265,47 @@ def test_runs_of_a_slice_of_frames():
     assert _slice_runs(runs, 2048, 4096) == [0, 955, 956]
     assert _slice_runs(runs, 4096, 6144) == [0]
     assert _slice_runs(runs, 3003, 3004) == [0]
+
+
+def test_a_peer_that_stops_reading_gets_every_inline_frame_whole(make_context):
+    """Sparse frames are written by their sender, never blocking: when the
+    socket of a peer that stopped reading takes only part of one, the sending
+    thread writes the rest once the peer reads again, and every frame arrives
+    whole and in order."""
+    ctx = make_context()
+    conn = ctx.bind("localhost:0")
+    sock = raw_peer(conn.port1)
+    wait_for(lambda: conn.is_connected)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
+    conn._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 16)
+    partial = threading.Event()
+    release = conn._release_socket
+
+    def spy(taken, written, inline):
+        if written and 0 <= written[0] < sum(map(len, taken)):
+            partial.set()  # the socket took less than the frame
+        release(taken, written, inline)
+
+    conn._release_socket = spy
+    slot = slot_hash("full.bin.pub-sub")
+    payloads = [bytes([i % 251]) * 16000 for i in range(300)]
+    received = bytearray()
+
+    def read_later():
+        partial.wait(30)  # not reading until a frame was cut by the socket
+        sock.settimeout(30)
+        while len(received) < 300 * (wire.HEADER_SIZE + 16000):
+            chunk = sock.recv(1 << 16)
+            if not chunk:
+                return
+            received.extend(chunk)
+
+    reader = threading.Thread(target=read_later, daemon=True)
+    reader.start()
+    for payload in payloads:
+        conn._received_since_send = True  # sparse: its sender writes it
+        ctx._send_frame(slot, payload)
+    reader.join(60)
+    assert partial.is_set()
+    packages, _, _ = wire.parse_frames(bytes(received), 0, len(received))
+    assert [p.data for p in packages if p.slot == slot] == payloads
