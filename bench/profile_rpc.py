@@ -50,6 +50,12 @@ class _StampedSocket:
     def sendall(self, *args: Any) -> Any:
         return self._stamped("send", self._sock.sendall, *args)
 
+    def send(self, *args: Any) -> Any:
+        return self._stamped("send", self._sock.send, *args)
+
+    def sendmsg(self, *args: Any) -> Any:
+        return self._stamped("send", self._sock.sendmsg, *args)
+
     def recv_into(self, *args: Any) -> Any:
         return self._stamped("recv", self._sock.recv_into, *args)
 
@@ -87,9 +93,12 @@ def serve() -> None:
     while not connection.is_connected:
         time.sleep(0.01)
     _stamp_connection(connection, log)
+    # A frame alone is parsed by lone_frame and routed by _deliver_one.
     wire.parse_frame_runs = _stamp(log, "parse", wire.parse_frame_runs)
+    wire.lone_frame = _stamp(log, "parse", wire.lone_frame)
     reader = connection._reader
     reader._deliver_to = _stamp(log, "route", reader._deliver_to)
+    reader._deliver_one = _stamp(log, "route", reader._deliver_one)
     Echo._call = _stamp(log, "decode", Echo._call)
     sys.stdin.readline()
     print(json.dumps(log), flush=True)

@@ -656,16 +656,14 @@ class Context:
         """:meth:`_recv_packages` of one frame for a channel here, the usual
         case (a call, a reply) done directly: returns (True, full queues),
         or (False, None) if the frame needs the general way."""
-        head = frame[0]
+        head, seq, dest, _, _, _ = frame
         slot, sid = _known_heads.get(head) or _split_head(head)
-        dest = frame[2]
         if dest != 0 and dest != self._id:
             return False, None
         with self._lock:
             channel = self._receiving_channels.get(slot)
             if channel is None or len(self._connections) > 1:
                 return False, None  # not for a channel, or maybe to forward
-            seq = frame[1]
             if seq <= self._source_seqs.get(sid, 0):
                 return True, None  # already seen (arrived by another path)
             self._source_seqs[sid] = seq

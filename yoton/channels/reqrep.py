@@ -90,7 +90,7 @@ class Future:
         request_id: int = 0,
         timeout: float | None = 10.0,
     ) -> None:
-        if isinstance(req_channel, ReqChannel):
+        if type(req_channel) is not _Requester and isinstance(req_channel, ReqChannel):
             req_channel = req_channel._core
         self._channel = req_channel
         self._request_id = request_id
@@ -640,6 +640,10 @@ class RepChannel(BaseChannel):
         self._serving = False  # a serving thread runs (or is starting)
         self._thread: threading.Thread | None = None
         self._callable_names: set[str] = set()
+        # The serving thread, while it reads requests itself, and the call it
+        # read (handed to it directly rather than through the queue).
+        self._borrower: int | None = None
+        self._handoff: tuple | None = None
 
     def _messaging_patterns(self) -> tuple[str, str]:
         return "rep-req", "req-rep"
@@ -686,10 +690,14 @@ class RepChannel(BaseChannel):
                             return
                 if not self._q_in._items:
                     self._read_requests()
-                try:
-                    item = self._q_in.pop(True)
-                except Empty:
-                    break  # closed
+                item = self._handoff
+                if item is not None:
+                    self._handoff = None
+                else:
+                    try:
+                        item = self._q_in.pop(True)
+                    except Empty:
+                        break  # closed
                 if self._mode != 2:
                     # Switched off (or to event mode) while we waited: leave the
                     # call for whoever serves next.
@@ -709,10 +717,19 @@ class RepChannel(BaseChannel):
         """While idle, read the next request from the connection in this thread."""
         connection = self._context._sole_connection()
         if connection is not None:
-            connection._read_until(self._has_work, _BORROW_MAX)
+            self._borrower = threading.get_ident()
+            try:
+                connection._read_until(self._has_work, _BORROW_MAX)
+            finally:
+                self._borrower = None
 
     def _has_work(self) -> bool:
-        return bool(self._q_in._items) or self._mode != 2 or self._closed
+        return (
+            self._handoff is not None
+            or bool(self._q_in._items)
+            or self._mode != 2
+            or self._closed
+        )
 
     def _process_pending(self, _channel: Any = None) -> None:
         if self._mode != 1:
@@ -762,10 +779,20 @@ class RepChannel(BaseChannel):
             acked = self._acked
             if acked is not None and acked[0] == requester and acked[1] == request_id:
                 self._acked = None
-            elif self._busy or self._q_in._items or self._mode == 0:
+            elif (
+                self._busy
+                or self._handoff is not None
+                or self._q_in._items
+                or self._mode == 0
+            ):
                 # A direct call while busy or off: let the requester negotiate.
                 self._bounce(requester, request_id)
                 return False
+            if self._borrower == threading.get_ident() and not self._q_in._items:
+                # The serving thread read it itself: no queue in between.
+                if self._handoff is None:
+                    self._handoff = frame
+                    return True
             self._q_in.push(frame)
         return True
 
