@@ -412,6 +412,13 @@ class TcpConnection(Connection):
             if not owns:
                 return self._enqueue(buffers, 1, False, single)
             written.extend(map(self._sock.send, buffers, _DONTWAIT_FLAGS))
+            if written[0] < size and size > JOIN_LIMIT:
+                # A large frame: its sender waits for the socket to take the
+                # rest (as TCP paces it), in blocking sends whose counts are
+                # kept as above.
+                view = memoryview(single)
+                while sum(written) < size:
+                    written.extend(map(self._sock.send, (view[sum(written) :],)))
             return False
         except BlockingIOError:
             written.append(0)  # the socket is full: the sending thread waits
@@ -421,7 +428,7 @@ class TcpConnection(Connection):
             return False
         finally:
             if owns:
-                if written and written[0] == size:  # all of it: no call first
+                if written and written[-1] == size:  # all of it: no call first
                     self._writing = False
                     self._last_send = now
                     if self._writer_waiting:
@@ -538,8 +545,8 @@ class TcpConnection(Connection):
         """Stop owning the socket after a write of ``taken`` that wrote
         ``written[0]`` bytes (none tried if empty, -1 for a broken socket):
         the rest goes back to the front of the queue, for the sending thread."""
-        sent = written[0] if written else 0
-        rest = [] if sent < 0 else _unsent(list(taken), sent)
+        sent = sum(written)
+        rest = [] if -1 in written else _unsent(list(taken), sent)
         # The raw lock: Condition.__enter__ is Python code, where a signal
         # handler could raise with it taken.
         with self._out_lock:
