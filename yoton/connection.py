@@ -374,48 +374,56 @@ class TcpConnection(Connection):
         """Queue one frame for sending; forwarded ones are dropped past the limit.
 
         Returns True when more than HIGH_WATER_BYTES wait to be sent (a local
-        sender should then call :meth:`_wait_writable`). A sparse frame is
-        written by the calling thread at once (no hand-off, no batching delay).
+        sender should then call :meth:`_wait_writable`).
         """
-        buffers, single = frame_buffers(header, data)
-        return self._enqueue(buffers, 1, forwarded, single)
+        buffers, _ = frame_buffers(header, data)
+        return self._enqueue(buffers, 1, forwarded)
 
     def _queue_frames(self, frames: list, count: int) -> bool:
         """Queue ``count`` local frames at once (``frames`` holds their buffers);
         returns what :meth:`_queue` returns."""
-        return self._enqueue(frames, count, False, None)
+        return self._enqueue(frames, count, False)
 
     def _send_local(self, buffers: tuple, single: bytes | None) -> bool:
-        """:meth:`_enqueue` of one local frame: when traffic is sparse and
-        ``single`` is given, written at once, the shortest way (the usual case
-        for a call or a reply); returns what :meth:`_queue` returns."""
+        """Send one local frame: when traffic is sparse and ``single`` (the
+        frame in one buffer) is given, its sender writes it at once, without
+        a hand-off (the usual case for a call or a reply); else it is queued.
+        Returns what :meth:`_queue` returns."""
         if single is None:
-            return self._enqueue(buffers, 1, False, None)
+            return self._enqueue(buffers, 1, False)
         size = len(single)
         owns = False
-        written: list = []  # see _enqueue
+        # What the writes took, stored by C code (map into extend): a signal
+        # handler that raises once a call returns cannot lose the count, so
+        # no frame is ever cut and no signal mask is needed.
+        written: list = []
         try:
             with self._out_lock:
-                if (
-                    not self._out
-                    and not self._writing
-                    and self._status >= STATUS_HOSTING
-                ):
+                if not self._out:
                     now = _monotonic()
+                    # A frame that follows a received one (a request after its
+                    # previous reply, a reply) is sparse whatever the gap.
                     if (
-                        self._received_since_send
-                        or now - self._last_queued > _INLINE_GAP
+                        (
+                            self._received_since_send
+                            or now - self._last_queued > _INLINE_GAP
+                        )
+                        and not self._writing
+                        and self._status >= STATUS_HOSTING
                     ):
-                        self._received_since_send = False
-                        self._last_queued = now
+                        # Plain stores, no call in between: an exception from
+                        # a signal handler cannot leave _writing set and us
+                        # not knowing it (the finally below clears it).
                         self._writing = owns = True
+                    self._received_since_send = False
+                    self._last_queued = now
             if not owns:
-                return self._enqueue(buffers, 1, False, single)
+                return self._enqueue(buffers, 1, False)
+            # We own the socket: no other frame can be written before this one.
             written.extend(map(self._sock.send, buffers, _DONTWAIT_FLAGS))
             if written[0] < size and size > JOIN_LIMIT:
                 # A large frame: its sender waits for the socket to take the
-                # rest (as TCP paces it), in blocking sends whose counts are
-                # kept as above.
+                # rest (as TCP paces it), in blocking sends counted as above.
                 view = memoryview(single)
                 while sum(written) < size:
                     written.extend(map(self._sock.send, (view[sum(written) :],)))
@@ -437,125 +445,82 @@ class TcpConnection(Connection):
                 else:
                     self._release_socket(buffers, written, True)
 
-    def _enqueue(
-        self, buffers, count: int, forwarded: bool, single: bytes | None
-    ) -> bool:
-        """Queue ``count`` frames made of ``buffers``; ``single`` is the one
-        small frame that may be written inline when traffic is sparse.
+    def _enqueue(self, buffers, count: int, forwarded: bool) -> bool:
+        """Queue ``count`` frames made of ``buffers`` for the sending thread.
 
-        Dense frames are queued for the sending thread, and a local sender that
-        has queued a full batch writes it itself (without blocking), so a
-        stream does not wait for the IO thread to get the GIL.
+        A local sender that has queued a full batch writes it itself (without
+        blocking), so a stream does not wait for the IO thread to get the GIL.
         """
         owns = False  # whether this thread writes to the socket (see _writing)
-        inline = False  # it writes ``single`` alone (else the batch it took)
-        taken = None  # the buffers this thread writes, once it owns the socket
-        size = -1  # their bytes
-        # What the write took, stored by C code (map into extend): a signal
-        # handler that raises once the call returns cannot lose the count, so
-        # no frame is ever cut and no signal mask is needed.
-        written: list = []
+        taken = None  # the batch it took to write
+        written: list = []  # see _send_local
         try:
             with self._out_lock:
                 status = self._status
                 if status < STATUS_WAITING:
                     return False
-                out = self._out
                 if self._out_bytes > FORWARD_LIMIT_BYTES and (
                     forwarded or self._congested
                 ):
                     self._count_drop(count)
                     return False
-                if not out and single is not None:
-                    now = _monotonic()
-                    # A frame that follows a received one (a request after its
-                    # previous reply, a reply) is sparse whatever the gap.
-                    sparse = (
-                        now - self._last_queued > _INLINE_GAP
-                        or self._received_since_send
-                    )
-                    self._received_since_send = False
-                    self._last_queued = now
-                    if (
-                        sparse
-                        and not forwarded
-                        and status >= STATUS_HOSTING
-                        and not self._writing
-                    ):
-                        size = len(single)
-                        # Plain stores, no call in between: an exception from
-                        # a signal handler cannot leave _writing set and us
-                        # not knowing it (the finally below clears it).
-                        self._writing = owns = inline = True
-                        taken = (single,)
-                if not owns:
-                    out.extend(buffers)
-                    self._queued_total += count
-                    self._out_bytes += sum(map(len, buffers))
-                    if (
-                        self._out_bytes < _PRODUCER_BYTES
-                        or forwarded
-                        or self._socket_full
-                        or status < STATUS_HOSTING
-                        or self._writing
-                    ):
-                        if self._sender_idle:
-                            self._out_cond.notify()
-                        return self._out_bytes > HIGH_WATER_BYTES
-                    # Dense traffic: the frame after this batch is queued too
-                    # (the gap is measured from the last frame seen queued).
-                    self._last_queued = _monotonic()
-                    fresh = deque()
-                    # Plain assignments from here on, as above.
-                    self._writing = owns = True
-                    taken = out
-                    size = self._out_bytes
-                    self._out = fresh
-                    self._out_bytes = 0
-                    self._producer_writes += 1
-            # We own the socket: no other frame can be written before these.
+                self._out.extend(buffers)
+                self._queued_total += count
+                self._out_bytes += sum(map(len, buffers))
+                if (
+                    self._out_bytes < _PRODUCER_BYTES
+                    or forwarded
+                    or self._socket_full
+                    or status < STATUS_HOSTING
+                    or self._writing
+                ):
+                    if self._sender_idle:
+                        self._out_cond.notify()
+                    return self._out_bytes > HIGH_WATER_BYTES
+                # Dense traffic: the frame after this batch is queued too
+                # (the gap is measured from the last frame seen queued).
+                self._last_queued = _monotonic()
+                fresh = deque()
+                # Plain assignments from here on, as in _send_local.
+                self._writing = owns = True
+                taken = self._out
+                self._out = fresh
+                self._out_bytes = 0
+                self._producer_writes += 1
             # Never blocking: what the socket cannot take now goes back to the
-            # front of the queue (below) and the sending thread writes it.
-            if inline:
-                written.extend(map(self._sock.send, taken, _DONTWAIT_FLAGS))
-            else:
-                head = list(islice(taken, _IOV_MAX)) if len(taken) > _IOV_MAX else taken
-                written.extend(
-                    map(self._sock.sendmsg, (head,), _NO_ANCILLARY, _DONTWAIT_FLAGS)
-                )
+            # front of the queue and the sending thread writes it.
+            head = list(islice(taken, _IOV_MAX)) if len(taken) > _IOV_MAX else taken
+            written.extend(
+                map(self._sock.sendmsg, (head,), _NO_ANCILLARY, _DONTWAIT_FLAGS)
+            )
             return False
         except BlockingIOError:
-            written.append(0)  # the socket is full: the sending thread waits
+            written.append(0)
             return False
         except OSError:
-            written.append(-1)  # broken: the receiving thread notices and closes
+            written.append(-1)
             return False
         finally:
             if owns:
-                if written and written[0] == size:  # all of it: no call first
-                    self._writing = False
-                    self._last_send = _monotonic()
-                    if self._writer_waiting:
-                        with self._out_lock:
-                            self._out_cond.notify_all()
-                else:
-                    self._release_socket(taken, written, inline)
+                self._release_socket(taken, written, False)
 
     def _release_socket(self, taken, written: list, inline: bool) -> None:
-        """Stop owning the socket after a write of ``taken`` that wrote
-        ``written[0]`` bytes (none tried if empty, -1 for a broken socket):
-        the rest goes back to the front of the queue, for the sending thread."""
-        sent = sum(written)
-        rest = [] if -1 in written else _unsent(list(taken), sent)
+        """Stop owning the socket after writing ``taken`` (``written``: the
+        counts of the writes; none if none started, -1 for a broken socket):
+        the rest goes back to the front of the queue, for the sending thread;
+        ``inline``: ``taken`` was never queued."""
+        rest = [] if -1 in written else _unsent(list(taken), sum(written))
         # The raw lock: Condition.__enter__ is Python code, where a signal
         # handler could raise with it taken.
         with self._out_lock:
-            self._out.extendleft(reversed(rest))
-            self._out_bytes += sum(map(len, rest))
-            if inline and rest:  # queued now, so that flush() waits for it
-                self._queued_total += 1
             if rest:
+                self._out.extendleft(reversed(rest))
+                self._out_bytes += sum(map(len, rest))
+                if inline:  # queued now, so that flush() waits for it
+                    self._queued_total += 1
                 self._socket_full = bool(written)  # else the write never started
+            else:
+                self._last_send = _monotonic()
             self._writing = False
             self._out_cond.notify_all()
 
@@ -766,7 +731,12 @@ class TcpConnection(Connection):
 
     def _receiving_loop(self, leftover: bytes) -> None:
         deferred = wakeups.defer_in_this_thread()
-        reader = SocketReader(self, leftover)
+        try:
+            reader = SocketReader(self, leftover)
+        except (OSError, ValueError):  # the socket was closed before we started
+            if not self._closed_here():
+                self.close_on_problem("Socket closed before receiving started.")
+            return
         self._reader = reader
         reason = None
         try:
