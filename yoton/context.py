@@ -546,11 +546,17 @@ class Context:
         Packages. Returns the flow-controlled queues that are now too full, if
         any: the caller should wait for their consumers before delivering more.
         """
-        count = len(frames)
-        if count == 1:
+        if len(frames) == 1:
             handled, full = self._recv_one(frames[0], via)
             if handled:
                 return full
+        return self._route_frames(frames, via, runs)
+
+    def _route_frames(
+        self, frames: list, via: TcpConnection | None, runs: list | None = None
+    ) -> list | None:
+        """:meth:`_recv_packages` the general way, frame by frame or run by run."""
+        count = len(frames)
         deposits: dict = {}
         context_packages = None
         my_id = self._id

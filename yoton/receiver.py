@@ -61,6 +61,7 @@ class SocketReader:
         self._sock = connection._sock
         self._deliver_to = connection._context._recv_packages
         self._deliver_one = connection._context._recv_one
+        self._route = connection._context._route_frames
         self._max_size = connection._max_message_size
         self._buf = bytearray(max(RECV_BUFFER, len(leftover)))
         self._view = memoryview(self._buf)
@@ -159,7 +160,7 @@ class SocketReader:
             if frame is not None:
                 self._start = self._end = 0
                 handled, full = self._deliver_one(frame, conn)
-                if not handled:  # also a heartbeat or a close (see _deliver)
+                if not handled:  # a heartbeat, a close, one to forward...
                     reason, full = self._deliver([frame], [0])
                     if reason:
                         return reason
@@ -293,11 +294,12 @@ class SocketReader:
             for frame in frames[first:stop]:
                 if not frame[_DATA] and frame[wire.F_SOURCE_SEQ] == wire.SIGNAL_CLOSE:
                     if routed:
-                        self._deliver_to(routed, self.connection, routed_runs)
+                        self._route(routed, self.connection, routed_runs)
                     return STOP_CLOSED_FROM_THERE, None
         if not routed:
             return None, None
-        return None, self._deliver_to(routed, self.connection, routed_runs)
+        # The general way: a lone frame got here after Context._recv_one.
+        return None, self._route(routed, self.connection, routed_runs)
 
 
 def _slice_runs(runs: list, first: int, stop: int) -> list:
