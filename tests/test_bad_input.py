@@ -303,6 +303,8 @@ def test_a_peer_that_stops_reading_gets_every_inline_frame_whole(make_context):
     reader = threading.Thread(target=read_later, daemon=True)
     reader.start()
     for payload in payloads:
+        if not partial.is_set():  # the socket is free: this one goes inline
+            wait_for(lambda: not conn._out and not conn._writing)
         conn._received_since_send = True  # sparse: its sender writes it
         ctx._send_frame(slot, payload)
     reader.join(60)
