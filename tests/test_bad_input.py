@@ -220,6 +220,33 @@ def test_repeated_packages_are_delivered_once(make_context):
     sock.close()
 
 
+def test_a_large_payload_that_arrives_slowly_is_received_whole(make_context):
+    """A large payload that stalls longer than the receive timeout (the
+    connection timeout, 0.5 s), right after its header and again halfway, is
+    waited for and delivered whole, with the next package after it."""
+    ctx = make_context()
+    conn = ctx.bind("localhost:0")
+    sub = yoton.SubChannel(ctx, "slow", yoton.BINARY)
+    sock = raw_peer(conn.port1)
+    wait_for(lambda: conn.is_connected)
+    payload = bytes(range(256)) * 2400  # 600 KiB: received into its own buffer
+
+    def header(seq):
+        return wire.encode_header(sub._slot_in_h, 0x1234, seq, 0, 0, len(payload))
+
+    half = len(payload) // 2
+    for pieces in ([header(1), payload], [header(2) + payload[:half], payload[half:]]):
+        for piece in pieces:
+            sock.sendall(piece)
+            time.sleep(0.7)
+        assert sub.recv(5) == payload
+        assert conn.is_alive
+    small = b"after"
+    sock.sendall(wire.encode_header(sub._slot_in_h, 0x1234, 3, 0, 0, 5) + small)
+    assert sub.recv(5) == small
+    sock.close()
+
+
 def test_heartbeats_and_close_inside_a_batch_of_packages(make_context):
     """Connection-level frames among data frames of one read (and across the
     slices a long batch is delivered in) are taken out; the data around them

@@ -337,3 +337,39 @@ def test_an_exception_wherever_a_signal_can_land_in_posting_loses_nothing(pair):
         received.append(int(message[1:]))
     assert received == sorted(set(received))  # once each, in order
     assert set(sent) <= set(received)
+
+
+@pytest.mark.timeout(60, method="thread")  # a wedged reader hangs, not raises
+def test_an_exception_wherever_a_signal_can_land_in_reading_loses_nothing(served):
+    """Raise, like a Ctrl-C handler, in the main thread's reads
+    (SocketReader.step, _read, _set_wait) right after a call returns wherever
+    signals are not masked, while replies and published messages come in: a
+    count received just before is taken by the next step, so every reply and
+    every message arrives once, in order, and no signal is left blocked."""
+    server, client, req = served
+    pub = yoton.PubChannel(server, "stream")
+    sub = yoton.SubChannel(client, "stream")
+    connect_pubsub(pub, sub)
+    reader = yoton.receiver.SocketReader
+    tracer = _poking_tracer(
+        [reader.step, reader._read, reader._set_wait], seed=3, unless=_sigint_blocked
+    )
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    pokes = 0
+    results = []
+    for i in range(1000):
+        pub.send(f"s{i}")
+        future = req.echo(i)
+        while True:
+            sys.settrace(tracer)  # an exception from it switches it off
+            try:
+                results.append(future.result(T))
+                break
+            except Poke:
+                pokes += 1
+            finally:
+                sys.settrace(None)
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == mask
+    assert pokes > 50
+    assert results == list(range(1000))
+    assert [sub.recv(T) for _ in range(1000)] == [f"s{i}" for i in range(1000)]

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import bisect
 import io
-import select
 import signal
 import socket
+import struct
 import threading
 import time
 from typing import TYPE_CHECKING
@@ -44,6 +44,7 @@ CONSUMER_PATIENCE = 0.5
 #: cannot overflow a queue before flow control pauses reading.
 DELIVERY_SLICE = 2048
 
+_TIMEVAL = struct.Struct("@ll")
 _MSG_WAITALL = getattr(socket, "MSG_WAITALL", 0)
 _HEADER_SIZE = wire.HEADER_SIZE
 _DATA = wire.F_DATA
@@ -71,8 +72,11 @@ class SocketReader:
         self._need_read = self._end == 0
         self._large_mode = False
         self._timed_out = False
-        self._poller = select.poll()
-        self._poller.register(self._sock, select.POLLIN | select.POLLPRI)
+        #: Counts received and not yet taken (a signal handler raised between).
+        self._got: list = []
+        #: The receive timeout set on the socket (see _set_wait).
+        self._wait: float | None = None
+        self._set_wait(connection._timeout)
 
     def step(
         self,
@@ -91,14 +95,16 @@ class SocketReader:
         was read.
         """
         try:
-            ready = True
-            if self._need_read:
+            got = self._got
+            if self._need_read and not got:
                 if deferred:
                     wakeups.run_deferred(deferred)  # wake others just before blocking
-                ready = self._poller.poll(wait * 1000)
-            if not ready:
-                reason = self._quiet()
-            elif not mask_signals:
+                if not self._read(wait, mask_signals):
+                    reason = self._quiet()
+                    if reason is not None:
+                        self.finished = reason
+                    return reason
+            if not mask_signals:
                 reason = self._take(deferred)
             else:
                 previous = None
@@ -118,6 +124,53 @@ class SocketReader:
             self.finished = reason
         return reason
 
+    def _read(self, wait: float, guarded: bool) -> bool:
+        """Receive once, waiting up to ``wait`` s; False if nothing came.
+
+        The count goes to ``_got`` for :meth:`_take`. ``guarded`` (the main
+        thread) keeps signals free to interrupt the wait, so the count is
+        stored by C code: a handler raising right after the read cannot lose
+        it, and the next step takes it.
+        """
+        if self._large_mode and self._start == self._end:
+            # After a large frame, read just one header so the next large
+            # payload can be received straight into its own buffer.
+            self._start = self._end = 0
+            target, size = self._view, _HEADER_SIZE
+        elif self._end == 0:
+            target, size = self._buf, RECV_CHUNK
+        else:
+            target, size = self._view[self._end : self._end + RECV_CHUNK], 0
+        if wait != self._wait:
+            self._set_wait(wait)
+        try:
+            if guarded:
+                self._got.extend(map(self._sock.recv_into, (target,), (size,)))
+            else:
+                self._got.append(self._sock.recv_into(target, size))
+        except BlockingIOError:  # SO_RCVTIMEO passed
+            return False
+        return True
+
+    def _set_wait(self, wait: float) -> None:
+        """Make a blocking receive give up after ``wait`` s (SO_RCVTIMEO).
+
+        Waiting in the receive itself saves a poll() per read on the path of
+        every package. A shorter wait than asked is harmless (callers loop),
+        so a wait close above the current one keeps it: no system call.
+        """
+        current = self._wait
+        if current is not None and current <= wait < 4 * current:
+            return
+        seconds = int(wait)
+        micros = int((wait - seconds) * 1e6)
+        if seconds <= 0 and micros <= 0:
+            seconds, micros = 0, 1  # zero would mean no timeout at all
+        self._sock.setsockopt(
+            socket.SOL_SOCKET, socket.SO_RCVTIMEO, _TIMEVAL.pack(seconds, micros)
+        )
+        self._wait = wait
+
     def _quiet(self) -> str | None:
         """Nothing came in time: report a quiet peer once (or stop if closed here)."""
         conn = self.connection
@@ -129,19 +182,10 @@ class SocketReader:
         return None
 
     def _take(self, deferred: list | None = None) -> str | None:
-        """Read what is there (or parse what is buffered), then route it."""
+        """Take what was read (or parse what is buffered), then route it."""
         conn = self.connection
-        view = self._view
         if self._need_read:
-            if self._large_mode and self._start == self._end:
-                # After a large frame, read just one header so the next large
-                # payload can be received straight into its own buffer.
-                self._start = self._end = 0
-                n = self._sock.recv_into(view[:_HEADER_SIZE])
-            elif self._end == 0:
-                n = self._sock.recv_into(self._buf, RECV_CHUNK)
-            else:
-                n = self._sock.recv_into(view[self._end : self._end + RECV_CHUNK])
+            n = self._got.pop()
             if not n:
                 if conn._closed_here():
                     return STOP_QUIETLY
@@ -213,6 +257,10 @@ class SocketReader:
         """Receive the rest of a large frame straight into one bytes object;
         the frame is tracked by the connection's large-message window."""
         sock, view, start, end = self._sock, self._view, self._start, self._end
+        # The rest of the frame is waited for as long as it takes (the peer
+        # vanishing ends the receive): no receive timeout while it comes.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _TIMEVAL.pack(0, 0))
+        self._wait = None
         head = bytes(view[start : start + wire.HEAD_SIZE])
         rest = wire.HEADER_REST.unpack_from(view, start + wire.HEAD_SIZE)
         size = rest[3]
