@@ -127,7 +127,14 @@ def main() -> None:
         ]
     )
     impls = [name.strip() for name in args.only.split(",") if name.strip()]
-    B.run_rows(impls, table, lambda impl: measure(impl, count, size, args.timeout))
+    B.run_rows(
+        impls,
+        table,
+        lambda impl: measure(impl, count, size, args.timeout),
+        args.rounds,
+        figure=2,
+        unit=" MB/s",
+    )
     print(
         "base: peak RSS before the transfer (sender: with its payload built; "
         "receiver: after setup)."
