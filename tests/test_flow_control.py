@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import yoton
-from yoton.queues import ArrivalQueue, PackageQueue
+from yoton.queues import PROMPT_TAKE, ArrivalQueue, LargeMessageWindow, PackageQueue
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -145,3 +145,45 @@ def test_arrival_queue_keeps_the_arrival_order_of_what_it_keeps(discard, steps):
                     r <= limit for _, r in model
                 )
         assert queue.count_arrived_by(float("inf")) == len(model)
+
+
+def _waiting(window: LargeMessageWindow) -> threading.Thread:
+    """Start window.wait() in a thread; it is still alive while the wait waits."""
+    waiter = threading.Thread(target=window.wait, daemon=True)
+    waiter.start()
+    waiter.join(0.3)
+    return waiter
+
+
+def test_large_message_window_waits_for_the_consumer_unless_it_takes_promptly():
+    """The receiving thread waits for a large message to be taken before the
+    next, except when one is pending and the one before was taken at once (its
+    consumer is waiting for them); two pending, or a slow take, wait again."""
+    window = LargeMessageWindow(timeout=60.0)
+    first = window.track(("a",))
+    waiter = _waiting(window)
+    assert waiter.is_alive()  # nothing was taken yet: it waits
+    del first
+    waiter.join(5)
+    assert not waiter.is_alive()
+
+    quick = window.track(("b",))
+    del quick  # taken at once: the consumer waits for them
+    pending = window.track(("c",))
+    assert not _waiting(window).is_alive()  # one pending: receiving goes on
+    more = window.track(("d",))
+    waiter = _waiting(window)
+    assert waiter.is_alive()  # two pending: it waits again
+    del pending, more
+    waiter.join(5)
+    assert not waiter.is_alive()
+
+    slow = window.track(("e",))
+    time.sleep(PROMPT_TAKE * 10)
+    del slow  # taken late: a consumer busy elsewhere
+    last = window.track(("f",))
+    waiter = _waiting(window)
+    assert waiter.is_alive()
+    del last
+    waiter.join(5)
+    assert not waiter.is_alive()

@@ -312,7 +312,12 @@ class _TrackedFrame(tuple):
     """A received frame that tells its window when it is gone."""
 
     def __del__(self) -> None:
-        self.release()
+        self.release(self.tracked_at)
+
+
+#: A large message taken this soon after it arrived shows a consumer that
+#: waits for them: the next one need not wait for its predecessor.
+PROMPT_TAKE = 0.002
 
 
 class LargeMessageWindow:
@@ -322,29 +327,40 @@ class LargeMessageWindow:
     seconds, so a channel nobody reads cannot stall the connection) until every
     large message it received earlier has been taken by its consumer, i.e. its
     frame, which its queue (or Package) holds, is gone. A consumer that
-    keeps up then never has two large messages in memory at once.
+    keeps up then never has two large messages queued at once.
+
+    One exception: if the previous message was taken promptly (within
+    ``PROMPT_TAKE``), its consumer is waiting for them, and the one pending now
+    is being taken; receiving goes on at once instead of waiting for that
+    thread (which may hold the GIL while it frees the previous payload).
     """
 
     def __init__(self, timeout: float = 1.0) -> None:
         self._cond = threading.Condition(threading.Lock())
         self._pending = 0
         self._timeout = timeout
+        self._prompt = False  # whether the last message was taken promptly
 
     def track(self, frame: tuple) -> tuple:
         """Return a copy of a received frame that is counted until it is gone."""
         tracked = _TrackedFrame(frame)
         tracked.release = self._release
+        tracked.tracked_at = time.monotonic()
         with self._cond:
             self._pending += 1
         return tracked
 
-    def _release(self) -> None:
+    def _release(self, tracked_at: float) -> None:
+        prompt = time.monotonic() - tracked_at <= PROMPT_TAKE
         with self._cond:
             self._pending -= 1
+            self._prompt = prompt
             self._cond.notify_all()
 
     def wait(self) -> None:
         """Wait until no tracked package is left (or the timeout passes)."""
         with self._cond:
+            if self._pending == 1 and self._prompt:
+                return
             if self._pending:
                 self._cond.wait_for(lambda: not self._pending, self._timeout)
