@@ -143,6 +143,23 @@ class Poke(Exception):
     """Raised by our signal handler in the main thread."""
 
 
+def _result_through_pokes(future, tracer=None) -> tuple:
+    """Return (future.result(T), how many Pokes interrupted it), asking again
+    after each; with ``tracer`` set as the trace function while it waits (an
+    exception from it switches it off)."""
+    pokes = 0
+    while True:
+        if tracer is not None:
+            sys.settrace(tracer)
+        try:
+            return future.result(T), pokes
+        except Poke:
+            pokes += 1
+        finally:
+            if tracer is not None:
+                sys.settrace(None)
+
+
 @pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="needs pthread_kill")
 @pytest.mark.timeout(60, method="thread")  # a broken reader may hang, not raise
 def test_signals_while_the_main_thread_reads_lose_nothing(served):
@@ -195,12 +212,9 @@ def test_signals_while_the_main_thread_reads_lose_nothing(served):
                     future = req.echo(i)
                 except Poke:
                     pokes += 1  # a signal may land before or after sending
-            while True:
-                try:
-                    results.append(future.result(T))
-                    break
-                except Poke:
-                    pokes += 1
+            result, poked = _result_through_pokes(future)
+            results.append(result)
+            pokes += poked
     finally:
         armed[0] = False  # no call here: a pending handler cannot raise first
         stop.set()
@@ -359,16 +373,9 @@ def test_an_exception_wherever_a_signal_can_land_in_reading_loses_nothing(served
     results = []
     for i in range(1000):
         pub.send(f"s{i}")
-        future = req.echo(i)
-        while True:
-            sys.settrace(tracer)  # an exception from it switches it off
-            try:
-                results.append(future.result(T))
-                break
-            except Poke:
-                pokes += 1
-            finally:
-                sys.settrace(None)
+        result, poked = _result_through_pokes(req.echo(i), tracer)
+        results.append(result)
+        pokes += poked
     assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == mask
     assert pokes > 50
     assert results == list(range(1000))
