@@ -687,6 +687,25 @@ class Context:
             return True, None
         return True, None if full is None else [full]
 
+    def _take_reply(self, frame: tuple, via: TcpConnection) -> bool:
+        """:meth:`_recv_one` of a lone reply, for the main thread reading
+        without a signal mask (see SocketReader._take_reply): True once the
+        reply is taken; it may be asked again for the same frame (a handler
+        raised before the reader marked it taken). False: the general way."""
+        head, seq, dest, _, _, _ = frame
+        if dest != self._id:
+            return False
+        slot, source_id = _known_heads.get(head) or _split_head(head)
+        channel = self._receiving_channels.get(slot)
+        if channel is None or len(self._connections) > 1:
+            return False
+        take = channel._take_reply
+        if take is None or not take(frame, source_id, seq, self._source_seqs):
+            return False
+        if self._routes.get(source_id) is not via:
+            self._routes[source_id] = via
+        return True
+
     def _recv_context_package(self, package: wire.Package, via: TcpConnection) -> None:
         message = bytes(package.data)
         if message == MSG_NEW_CONNECTION:

@@ -63,6 +63,7 @@ class SocketReader:
         self._deliver_to = connection._context._recv_packages
         self._deliver_one = connection._context._recv_one
         self._route = connection._context._route_frames
+        self._take_one_reply = connection._context._take_reply
         self._max_size = connection._max_message_size
         self._buf = bytearray(max(RECV_BUFFER, len(leftover)))
         self._view = memoryview(self._buf)
@@ -106,6 +107,8 @@ class SocketReader:
                     return reason
             if not mask_signals:
                 reason = self._take(deferred)
+            elif got and self._end == 0 and self._take_reply():
+                reason = None  # a reply, taken without a signal mask
             else:
                 previous = None
                 try:
@@ -123,6 +126,28 @@ class SocketReader:
         if reason is not None:
             self.finished = reason
         return reason
+
+    def _take_reply(self) -> bool:
+        """Take a lone reply just read by the main thread, without masking
+        signals (two system calls a call): True once taken, False if what was
+        read needs the general way. A handler may raise after any call here;
+        the count stays in ``_got`` until the very end, so the next step takes
+        the same frame again, and every step of the taking can be done twice
+        (see _Requester._take_reply)."""
+        got = self._got
+        n = got[-1]
+        if not n or self._large_mode or self._timed_out:
+            return False
+        frame = wire.lone_frame(self._buf, 0, n, self._max_size)
+        if frame is None:
+            return False
+        conn = self.connection
+        conn._last_recv = _monotonic()
+        conn._received_since_send = True
+        if not self._take_one_reply(frame, conn):
+            return False
+        got.clear()  # taken: the buffer is free again
+        return True
 
     def _read(self, wait: float, guarded: bool) -> bool:
         """Receive once, waiting up to ``wait`` s; False if nothing came.

@@ -283,6 +283,21 @@ class Future:
             self._run_callbacks()
         return True
 
+    def _finish_unguarded(self, status: int, value: Any) -> bool | None:
+        """:meth:`_finish` for a reply the main thread reads without a signal
+        mask: the check and the two stores have no call between them, so a
+        handler's exception lands before or after, never inside. None (and
+        nothing done) if a gate, callback or waiter needs waking: that takes
+        the guarded way."""
+        with self._cond:
+            if self._status >= _CANCELLED:
+                return False
+            if self._gate is not None or self._callbacks or self._waiters:
+                return None
+            self._result = value
+            self._status = status
+        return True
+
     def _add_waiter(self, fn) -> None:
         with self._cond:
             if self._status < _CANCELLED:
@@ -329,6 +344,17 @@ def _settle(waiter: Any, future: Future) -> None:
         import asyncio
 
         waiter.set_exception(asyncio.CancelledError())
+
+
+def _reply_outcome(data: bytes) -> tuple[int, Any]:
+    """The (status, value) a reply's payload finishes its future with."""
+    try:
+        reply = decode_object(data)
+    except Exception as err:
+        return _ERROR, err
+    if type(reply) is tuple and len(reply) == 2 and reply[0] == ERROR_OBJECT:
+        return _ERROR, _remote_error(reply[1])
+    return _DONE, reply
 
 
 def _remote_error(text: Any) -> RemoteError:
@@ -569,24 +595,44 @@ class _Requester(BaseChannel):
             self._ask(future)
 
     def _on_reply(self, frame: tuple) -> None:
-        data = frame[F_DATA]
         head = frame[F_HEAD]
         replier = (known_heads.get(head) or split_head(head))[1]
         with self._lock:
             future = self._futures.pop(frame[F_DEST_SEQ], None)
             outstanding = self._repliers.get(replier, 0)
             self._repliers[replier] = outstanding - 1 if outstanding > 0 else 0
+        if future is not None:
+            future._finish(*_reply_outcome(frame[F_DATA]))
+
+    def _take_reply(self, frame: tuple, source_id: int, seq: int, seen: dict) -> bool:
+        """Take a lone reply in the main thread, no signal mask: a handler may
+        raise after any call here, and the reader then takes the same frame
+        again (here or the general way), so every step is one that can be
+        done twice. False (nothing done) if it needs the general way.
+
+        ``seen`` is the context's last source sequence numbers, updated with
+        the future's removal in stores that no call separates."""
+        request_id = frame[F_DEST_SEQ]
+        if request_id >= REQREP_SEQ_REF:
+            return False
+        future = self._futures.get(request_id)
         if future is None:
-            return
-        try:
-            reply = decode_object(data)
-        except Exception as err:
-            future._finish(_ERROR, err)
-            return
-        if type(reply) is tuple and len(reply) == 2 and reply[0] == ERROR_OBJECT:
-            future._finish(_ERROR, _remote_error(reply[1]))
-        else:
-            future._finish(_DONE, reply)
+            return False  # cancelled, or taken already: _on_reply does the count
+        if future._finish_unguarded(*_reply_outcome(frame[F_DATA])) is None:
+            return False
+        head = frame[F_HEAD]
+        replier = (known_heads.get(head) or split_head(head))[1]
+        with self._lock:
+            outstanding = self._repliers.get(replier, 0)
+            taken = seen.get(source_id, 0) >= seq  # by a try a handler cut short
+            present = self._futures.get(request_id) is future  # (or cancel() took it)
+            if not taken:
+                # The last call is behind us: these go together or not at all.
+                self._repliers[replier] = outstanding - 1 if outstanding > 0 else 0
+                if present:
+                    del self._futures[request_id]
+                seen[source_id] = seq
+        return True
 
     def _sources_lost(self, ids: list[int]) -> None:
         lost = set(ids)
