@@ -98,6 +98,8 @@ def import_yoton(impl: str) -> Any:
 
 #: Set when the parent closes our stdin: time to stop.
 STDIN_CLOSED = threading.Event()
+#: Lines the parent wrote to a worker's stdin (None once it closed).
+COMMANDS: queue.Queue[str | None] = queue.Queue()
 WorkerFn = Callable[..., None]
 
 
@@ -108,12 +110,15 @@ def emit(event: str, **data: Any) -> None:
 
 
 def _watch_stdin() -> None:
-    # EOF on stdin means "stop"; exit hard if the worker does not stop by itself.
+    # Lines are commands (see time_calls); EOF on stdin means "stop", and the
+    # worker exits hard if it does not stop by itself.
     try:
-        sys.stdin.read()
+        for line in sys.stdin:
+            COMMANDS.put(line.strip())
     except (OSError, ValueError):
         pass
     STDIN_CLOSED.set()
+    COMMANDS.put(None)
     time.sleep(5.0)
     os._exit(4)
 
@@ -122,6 +127,27 @@ def _die_at_deadline() -> None:
     sys.stderr.write("worker deadline passed; exiting\n")
     sys.stderr.flush()
     os._exit(3)
+
+
+def time_calls(
+    call: Callable[[], object], count: int, warmup: int, bursts: int = 0
+) -> None:
+    """Time ``count`` calls of ``call`` after ``warmup`` untimed ones and emit
+    ``result``; with ``bursts``, time that many runs of ``count`` calls, each
+    when the parent writes a line (so implementations can take turns), and
+    emit ``burst`` after each."""
+    for _ in range(warmup):
+        call()
+    now = time.perf_counter
+    for _ in range(bursts or 1):
+        if bursts and COMMANDS.get() is None:
+            return
+        times = []
+        for _ in range(count):
+            t0 = now()
+            call()
+            times.append(now() - t0)
+        emit("burst" if bursts else "result", **latency_summary(times), calls=count)
 
 
 def wait_until_stopped() -> None:
@@ -241,6 +267,11 @@ class Child:
                 raise BenchError(f"{self.name}: {event.get('error')}")
             if event["event"] == name:
                 return event
+
+    def send(self, line: str) -> None:
+        """Write one command line to the worker's stdin."""
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
 
     def close(self, timeout: float = 5.0) -> None:
         """Ask the worker to stop (close its stdin), then kill it if it lingers."""
@@ -707,24 +738,24 @@ def rpc_raw_server(impl: str) -> None:
     wait_until_stopped()
 
 
-def rpc_raw_client(impl: str, port: int, count: int, warmup: int) -> None:
+def rpc_raw_client(
+    impl: str, port: int, count: int, warmup: int, bursts: int = 0
+) -> None:
     """Time sequential ping-pong round trips of a tiny frame."""
     sock = connect_local(port)
     request = LEN.pack(1) + b"x"
     reply = bytearray(len(request))
     view = memoryview(reply)
-    times = []
-    for i in range(warmup + count):
-        t0 = time.perf_counter()
+
+    def call() -> None:
         sock.sendall(request)
         if not recv_exact_into(sock, view):
             raise BenchError("server closed the connection")
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    if bytes(reply) != request:
-        raise BenchError(f"bad echo {bytes(reply)!r}")
+        if reply != request:
+            raise BenchError(f"bad echo {bytes(reply)!r}")
+
+    time_calls(call, count, warmup, bursts)
     sock.close()
-    emit("result", **latency_summary(times), calls=len(times))
 
 
 def rpc_zmq_server(impl: str) -> None:
@@ -744,7 +775,9 @@ def rpc_zmq_server(impl: str) -> None:
     wait_until_stopped()
 
 
-def rpc_zmq_client(impl: str, port: int, count: int, warmup: int) -> None:
+def rpc_zmq_client(
+    impl: str, port: int, count: int, warmup: int, bursts: int = 0
+) -> None:
     """REQ socket: time sequential round trips."""
     import zmq
 
@@ -753,15 +786,13 @@ def rpc_zmq_client(impl: str, port: int, count: int, warmup: int) -> None:
     sock.setsockopt(zmq.RCVTIMEO, 10_000)
     sock.setsockopt(zmq.LINGER, 0)
     sock.connect(f"tcp://{HOST}:{port}")
-    times = []
-    for i in range(warmup + count):
-        t0 = time.perf_counter()
+
+    def call() -> None:
         sock.send(b"x")
         if sock.recv() != b"x":
             raise BenchError("bad echo")
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    emit("result", **latency_summary(times), calls=len(times))
+
+    time_calls(call, count, warmup, bursts)
 
 
 # ---------------------------------------------------------------------------------
