@@ -383,7 +383,7 @@ def encode_request(name: str, args: tuple, kwargs: dict) -> bytes:
             for item in args:
                 tp = type(item)
                 if tp is str:
-                    raw = str.encode(item, "utf-8")
+                    raw = item.encode()  # an exact str: its own (UTF-8) encode
                     parts.append(_STR_HEADS[len(raw)])  # IndexError: a long str
                     parts.append(raw)
                 elif tp is int:
