@@ -812,9 +812,11 @@ class TcpConnection(Connection):
             deadline = _monotonic() + timeout
             while not done():
                 # Short waits: done() may also come true from another thread.
-                wait = min(BORROW_SLICE, deadline - _monotonic())
+                wait = deadline - _monotonic()
                 if wait <= 0:
                     break
+                if wait > BORROW_SLICE:  # (no min(): a builtin call costs more)
+                    wait = BORROW_SLICE
                 reason = reader.step(wait, None, mask)
                 if reason is not None:
                     break

@@ -148,7 +148,9 @@ class Future:
         if connection is not None:
             # Read the reply in this thread: no hand-off from the receiving one.
             started = time.monotonic()
-            budget = _BORROW_MAX if timeout is None else min(timeout, _BORROW_MAX)
+            budget = (
+                _BORROW_MAX if timeout is None or timeout > _BORROW_MAX else timeout
+            )
             if connection._read_until(self.done, budget):
                 if self._status >= _CANCELLED:
                     return
