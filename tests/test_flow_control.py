@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import yoton
-from yoton.queues import PROMPT_TAKE, ArrivalQueue, LargeMessageWindow, PackageQueue
+from yoton.queues import ArrivalQueue, LargeMessageWindow, PackageQueue
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -159,7 +159,7 @@ def test_large_message_window_waits_for_the_consumer_unless_it_takes_promptly():
     """The receiving thread waits for a large message to be taken before the
     next, except when one is pending and the one before was taken at once (its
     consumer is waiting for them); two pending, or a slow take, wait again."""
-    window = LargeMessageWindow(timeout=60.0)
+    window = LargeMessageWindow(timeout=60.0, prompt=0.5)  # prompt: generous
     first = window.track(("a",))
     waiter = _waiting(window)
     assert waiter.is_alive()  # nothing was taken yet: it waits
@@ -179,7 +179,7 @@ def test_large_message_window_waits_for_the_consumer_unless_it_takes_promptly():
     assert not waiter.is_alive()
 
     slow = window.track(("e",))
-    time.sleep(PROMPT_TAKE * 10)
+    time.sleep(0.6)
     del slow  # taken late: a consumer busy elsewhere
     last = window.track(("f",))
     waiter = _waiting(window)

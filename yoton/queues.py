@@ -330,15 +330,16 @@ class LargeMessageWindow:
     keeps up then never has two large messages queued at once.
 
     One exception: if the previous message was taken promptly (within
-    ``PROMPT_TAKE``), its consumer is waiting for them, and the one pending now
+    ``prompt`` s), its consumer is waiting for them, and the one pending now
     is being taken; receiving goes on at once instead of waiting for that
     thread (which may hold the GIL while it frees the previous payload).
     """
 
-    def __init__(self, timeout: float = 1.0) -> None:
+    def __init__(self, timeout: float = 1.0, prompt: float = PROMPT_TAKE) -> None:
         self._cond = threading.Condition(threading.Lock())
         self._pending = 0
         self._timeout = timeout
+        self._prompt_take = prompt
         self._prompt = False  # whether the last message was taken promptly
 
     def track(self, frame: tuple) -> tuple:
@@ -351,7 +352,7 @@ class LargeMessageWindow:
         return tracked
 
     def _release(self, tracked_at: float) -> None:
-        prompt = time.monotonic() - tracked_at <= PROMPT_TAKE
+        prompt = time.monotonic() - tracked_at <= self._prompt_take
         with self._cond:
             self._pending -= 1
             self._prompt = prompt
