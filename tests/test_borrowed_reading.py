@@ -227,6 +227,34 @@ def test_signals_while_the_main_thread_reads_lose_nothing(served):
     assert received == [f"s{i}" for i in range(3000)]
 
 
+@pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="needs pthread_kill")
+@pytest.mark.timeout(60, method="thread")
+def test_a_signal_interrupts_a_caller_waiting_in_its_receive(served):
+    """A handler that raises (like Ctrl-C's) interrupts the main thread while
+    it waits in its own receive for a slow reply, long before the reply; the
+    reply is not lost: asking again gets it."""
+    server, client, req = served
+    previous = signal.signal(signal.SIGUSR1, _raise_poke)
+    try:
+        future = req.echo("late", 3.0)
+        timer = threading.Timer(
+            0.2, signal.pthread_kill, (threading.get_ident(), signal.SIGUSR1)
+        )
+        timer.start()
+        with pytest.raises(Poke):
+            future.result(T)
+        assert not future.done()  # interrupted in the wait, not after it
+        timer.join(T)
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+    assert future.result(T) == "late"
+    assert req.echo("next").result(T) == "next"
+
+
+def _raise_poke(_signum, _frame):
+    raise Poke()
+
+
 def _points_after_calls(code) -> set:
     """Offsets of the instructions that follow a call: where CPython checks for
     pending signals (and so where a handler's exception can appear)."""
