@@ -231,6 +231,8 @@ def main() -> None:
     B.parent_setup()
     impls = [name.strip() for name in args.only.split(",") if name.strip()]
     if args.bursts:
+        if "ref" in impls:
+            parser.error("--bursts is too slow for ref (0.2 s a call): use --rounds")
         print(
             f"rpc: {args.bursts} turns of {count:,} sequential tiny round trips "
             f"per implementation (after {WARMUP} warm-up calls)"
