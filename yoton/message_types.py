@@ -543,25 +543,9 @@ def decode_request(data: bytes | bytearray | memoryview) -> Any:
             pos = 4 + data[3]
             name = data[4:pos].decode()  # bytes.decode: half the cost of str()
             count = data[pos + 1]
-            if data[3] < 255 and data[pos] == _TUPLE and count < 255:
-                end = len(data)
-                args = []
-                pos += 2
-                while count:
-                    count -= 1
-                    code = data[pos]
-                    if code == _STR:
-                        stop = pos + 2 + data[pos + 1]
-                        if data[pos + 1] < 255:
-                            args.append(data[pos + 2 : stop].decode())
-                            pos = stop
-                            continue
-                    elif code == _INT:
-                        args.append(_unpack_q(data, pos + 1)[0])
-                        pos += 9
-                        continue
-                    value, pos = _decode(data, pos, end, 2)
-                    args.append(value)
+            end = len(data)
+            if data[3] < 255 and data[pos] == _TUPLE and count <= end - pos - 2:
+                args, pos = _decode_items(data, pos + 2, end, count, 2)
                 if pos == end - 2 and data[pos:] == _EMPTY_DICT:
                     return name, tuple(args), {}
                 if pos < end - 2:
@@ -570,12 +554,14 @@ def decode_request(data: bytes | bytearray | memoryview) -> Any:
                         return name, tuple(args), kwargs
         except (IndexError, UnicodeDecodeError, DecodeError, RecursionError):
             pass
-        except struct.error:
-            pass
     return decode_object(data)  # says what is wrong, if anything
 
 
 _REQUEST_NAME = _REQUEST_HEAD + bytes([_STR])
+
+
+def _utf8_text(raw: memoryview) -> str:
+    return str(raw, "utf-8")
 
 
 def _decode_items(
@@ -585,7 +571,9 @@ def _decode_items(
     the caller checked that ``n`` fits the data."""
     items = []
     append = items.append
-    for _ in range(n):
+    text = bytes.decode if type(buf) is bytes else _utf8_text
+    while n:  # (cheaper than a range loop for the few items of a call)
+        n -= 1
         # Short strings and ints inline (every RPC call has some); anything
         # else, and every irregular case, goes through _decode.
         item_code = buf[pos] if pos < end else -1
@@ -594,7 +582,7 @@ def _decode_items(
             stop = pos + 2 + size
             if size < 255 and stop <= end:
                 try:
-                    append(str(buf[pos + 2 : stop], "utf-8"))
+                    append(text(buf[pos + 2 : stop]))
                     pos = stop
                     continue
                 except UnicodeDecodeError:
