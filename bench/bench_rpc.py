@@ -133,20 +133,20 @@ WORKERS = {
 }
 
 
+def _start_pair(impl: str, client_params: dict, deadline: float) -> tuple:
+    """Start a server, then a client connected to it: (server, client)."""
+    server = B.Child(__file__, "rpc_server", impl, {}, deadline)
+    port = server.expect("ready", 60)["port"]
+    params = {"port": port, **client_params}
+    return server, B.Child(__file__, "rpc_client", impl, params, deadline)
+
+
 def measure(impl: str, count: int, timeout: float) -> list[object]:
     """Run one server and one client process; return the table row."""
     warmup = WARMUP
     if impl == "ref":
         count, warmup = min(count, REF_MAX_COUNT), 2
-    server = B.Child(__file__, "rpc_server", impl, {}, timeout)
-    ready = server.expect("ready", 60)
-    client = B.Child(
-        __file__,
-        "rpc_client",
-        impl,
-        {"port": ready["port"], "count": count, "warmup": warmup},
-        timeout,
-    )
+    server, client = _start_pair(impl, {"count": count, "warmup": warmup}, timeout)
     got = client.expect("result", timeout)
     client.close()
     server.close()
@@ -168,12 +168,9 @@ def measure_interleaved(
     the median of the run medians and p99s, and each run's ratio to zmq."""
     pairs = {}
     try:
+        params = {"count": count, "warmup": WARMUP, "bursts": bursts}
         for impl in impls:
-            server = B.Child(__file__, "rpc_server", impl, {}, timeout * bursts)
-            port = server.expect("ready", 60)["port"]
-            params = {"port": port, "count": count, "warmup": WARMUP, "bursts": bursts}
-            client = B.Child(__file__, "rpc_client", impl, params, timeout * bursts)
-            pairs[impl] = (server, client)
+            pairs[impl] = _start_pair(impl, params, timeout * bursts)
         runs: dict[str, list[dict]] = {impl: [] for impl in impls}
         for _ in range(bursts):
             for impl in impls:
