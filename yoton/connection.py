@@ -830,7 +830,7 @@ class TcpConnection(Connection):
 
 def frame_buffers(header: bytes, data: bytes) -> tuple[tuple, bytes | None]:
     """Return a frame's buffers and, for a small one, that one joined buffer
-    (which may be written inline, see TcpConnection._enqueue)."""
+    (which may be written inline, see TcpConnection._send_local)."""
     if len(data) > JOIN_LIMIT:
         return (header, data), None
     frame = header + data

@@ -3,8 +3,8 @@
 When the receiving thread completes a future or queues a request, the thread
 it wakes needs the GIL, which the receiving thread still holds while it
 finishes routing. Waking the other thread just before the receiving thread
-blocks (in its receive) lets the woken thread run at once instead of queueing for the
-GIL: one context switch less per hand-off.
+blocks (in its receive) lets the woken thread run at once instead of queueing
+for the GIL: one context switch less per hand-off.
 """
 
 from __future__ import annotations
