@@ -385,9 +385,9 @@ def test_an_exception_wherever_a_signal_can_land_in_posting_loses_nothing(pair):
 def test_an_exception_wherever_a_signal_can_land_in_reading_loses_nothing(served):
     """Raise, like a Ctrl-C handler, in the main thread's reads (SocketReader
     .step, _read, _set_wait, and the way a lone reply is taken without a
-    signal mask: _take_reply of the reader, the context and the requester,
-    Future._finish_unguarded) right after a call returns wherever signals are
-    not masked, while replies and published messages come in: a count
+    signal mask: _take_reply of the reader, the context and the requester)
+    right after a call returns wherever signals are not masked, while
+    replies and published messages come in: a count
     received just before is taken by the next step and a reply half taken is
     taken again, so every reply and every message arrives once, in order,
     no future or outstanding call is left behind (once the last read is
@@ -405,7 +405,6 @@ def test_an_exception_wherever_a_signal_can_land_in_reading_loses_nothing(served
         reader._take_reply,
         yoton.context.Context._take_reply,
         requester._take_reply,
-        yoton.channels.reqrep.Future._finish_unguarded,
     ]
     tracer = _poking_tracer(functions, seed=3, unless=_sigint_blocked)
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, [])

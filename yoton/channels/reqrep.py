@@ -94,7 +94,9 @@ class Future:
             req_channel = req_channel._core
         self._channel = req_channel
         self._request_id = request_id
-        self._cond = threading.Lock()  # guards the status, gate and callbacks
+        # Guards the status, gate and callbacks: a requester's futures share
+        # its lock, so it finishes one under the lock its bookkeeping needs.
+        self._cond = threading.Lock() if req_channel is None else req_channel._lock
         # Made (and held) by the first thread that must block until the future
         # is done, released when it is done (cheaper than a Condition: a
         # single C-level lock hand-off wakes the waiting thread). A caller
@@ -285,21 +287,6 @@ class Future:
             self._run_callbacks()
         return True
 
-    def _finish_unguarded(self, status: int, value: Any) -> bool | None:
-        """:meth:`_finish` for a reply the main thread reads without a signal
-        mask: the check and the two stores have no call between them, so a
-        handler's exception lands before or after, never inside. None (and
-        nothing done) if a gate, callback or waiter needs waking: that takes
-        the guarded way."""
-        with self._cond:
-            if self._status >= _CANCELLED:
-                return False
-            if self._gate is not None or self._callbacks or self._waiters:
-                return None
-            self._result = value
-            self._status = status
-        return True
-
     def _add_waiter(self, fn) -> None:
         with self._cond:
             if self._status < _CANCELLED:
@@ -448,23 +435,29 @@ class _Requester(BaseChannel):
             self._check_open()
         with self._lock:
             self._counter = request_id = self._counter + 1
-            future = Future(self, request_id, self._default_timeout)
-            future._request_data = data
-            self._futures[request_id] = future
             repliers = self._repliers
             for replier, busy in repliers.items():
                 if not busy:
-                    future._status = _RUNNING
-                    future._replier = replier
-                    future._direct = True
+                    # Sent first, its future made while it travels: whoever
+                    # reads the reply looks for the future under this lock.
                     repliers[replier] = 1
+                    self._context._send_frame(
+                        self._slot_out_h, data, replier, request_id, False
+                    )
                     break
             else:
                 replier = 0
-        if replier:
-            self._context._send_frame(self._slot_out_h, data, replier, request_id)
-        else:
+            future = Future(self, request_id, self._default_timeout)
+            future._request_data = data
+            self._futures[request_id] = future
+            if replier:
+                future._status = _RUNNING
+                future._replier = replier
+                future._direct = True
+        if not replier:
             self._ask(future)
+        else:
+            self._context._wait_for_backlog()  # backpressure, not under the lock
         return future
 
     def _ask(self, future: Future) -> None:
@@ -609,8 +602,9 @@ class _Requester(BaseChannel):
     def _take_reply(self, frame: tuple, source_id: int, seq: int, seen: dict) -> bool:
         """Take a lone reply in the main thread, no signal mask: a handler may
         raise after any call here, and the reader then takes the same frame
-        again (here or the general way), so every step is one that can be
-        done twice. False (nothing done) if it needs the general way.
+        again (the general way, as the future is gone once it is taken).
+        False (nothing done) if it needs the general way: a thread, callback
+        or waiter to wake.
 
         ``seen`` is the context's last source sequence numbers, updated with
         the future's removal in stores that no call separates."""
@@ -620,20 +614,23 @@ class _Requester(BaseChannel):
         future = self._futures.get(request_id)
         if future is None:
             return False  # cancelled, or taken already: _on_reply does the count
-        if future._finish_unguarded(*_reply_outcome(frame[F_DATA])) is None:
-            return False
+        status, value = _reply_outcome(frame[F_DATA])
         head = frame[F_HEAD]
         replier = (known_heads.get(head) or split_head(head))[1]
-        with self._lock:
+        with self._lock:  # the future's lock too
+            if future._gate is not None or future._callbacks or future._waiters:
+                return False
             outstanding = self._repliers.get(replier, 0)
-            taken = seen.get(source_id, 0) >= seq  # by a try a handler cut short
-            present = self._futures.get(request_id) is future  # (or cancel() took it)
-            if not taken:
-                # The last call is behind us: these go together or not at all.
-                self._repliers[replier] = outstanding - 1 if outstanding > 0 else 0
-                if present:
-                    del self._futures[request_id]
-                seen[source_id] = seq
+            present = self._futures.get(request_id) is future
+            if not present or seen.get(source_id, 0) >= seq:
+                return False  # cancelled meanwhile: the general way drops it
+            # The last call is behind us: these go together or not at all.
+            self._repliers[replier] = outstanding - 1 if outstanding > 0 else 0
+            del self._futures[request_id]
+            seen[source_id] = seq
+            if future._status < _CANCELLED:
+                future._result = value
+                future._status = status
         return True
 
     def _sources_lost(self, ids: list[int]) -> None:
