@@ -751,29 +751,35 @@ class TcpConnection(Connection):
 
     def _read_loop(self, reader: SocketReader, deferred: list) -> str | None:
         """Read until the stream ends, lending the reader to threads that ask."""
+        reason = None
+        while reason is None:
+            reason = self._read_turn(reader, deferred)
+        return reason
+
+    def _read_turn(self, reader: SocketReader, deferred: list) -> str | None:
+        """Read once, or lend the reader; None to go on, else why the stream
+        ended. (A method of its own: CPython 3.11 specializes the code of
+        functions it calls often, never that of a loop that does not return.)"""
+        if self._lend_requested:
+            # A thread waiting for a package found us reading: after this
+            # delivery (which likely woke it), let it read for itself.
+            self._lend_requested = False
+            wakeups.run_deferred(deferred)
+            self._lend_reader(reader)
+        if reader.finished is not None:
+            return STOP_QUIETLY  # the borrower that saw the end closed us
         lock = reader.lock
-        while True:
-            if self._lend_requested:
-                # A thread waiting for a package found us reading: after this
-                # delivery (which likely woke it), let it read for itself.
-                self._lend_requested = False
-                wakeups.run_deferred(deferred)
-                self._lend_reader(reader)
+        if not lock.acquire(False):
+            if self._status >= STATUS_HOSTING:
+                self._lend_reader(reader)  # a borrower reads
+                return None
+            lock.acquire()  # closing: the borrower returns soon
+        try:
             if reader.finished is not None:
-                return STOP_QUIETLY  # the borrower that saw the end closed us
-            if not lock.acquire(False):
-                if self._status >= STATUS_HOSTING:
-                    self._lend_reader(reader)  # a borrower reads
-                    continue
-                lock.acquire()  # closing: the borrower returns soon
-            try:
-                if reader.finished is not None:
-                    return STOP_QUIETLY
-                reason = reader.step(self._timeout, deferred)
-            finally:
-                lock.release()
-            if reason is not None:
-                return reason
+                return STOP_QUIETLY
+            return reader.step(self._timeout, deferred)
+        finally:
+            lock.release()
 
     def _lend_reader(self, reader: SocketReader) -> None:
         """Park the receiving thread while other threads keep borrowing the reader.
