@@ -815,12 +815,16 @@ class TcpConnection(Connection):
             if reader.finished is not None:
                 return False
             mask = _CAN_MASK and _get_ident() == _MAIN_THREAD_ID
-            deadline = _monotonic() + timeout
+            deadline = None  # taken after the first step: one clock read less
+            wait = timeout
             while not done():
                 # Short waits: done() may also come true from another thread.
-                wait = deadline - _monotonic()
-                if wait <= 0:
-                    break
+                if deadline is None:
+                    deadline = _monotonic() + timeout
+                else:
+                    wait = deadline - _monotonic()
+                    if wait <= 0:
+                        break
                 if wait > BORROW_SLICE:  # (no min(): a builtin call costs more)
                     wait = BORROW_SLICE
                 reason = reader.step(wait, None, mask)

@@ -839,7 +839,12 @@ class RepChannel(BaseChannel):
             return False
         if dest_id != self._context._id:
             return False
-        with self._lock:
+        # Only reading threads get here, where no signal handler can raise
+        # (the main thread reads with signals masked, see SocketReader.step),
+        # so the lock needs no `with` (which costs four times as much).
+        lock = self._lock
+        lock.acquire()
+        try:
             acked = self._acked
             if acked is not None and acked[0] == requester and acked[1] == request_id:
                 self._acked = None
@@ -858,6 +863,8 @@ class RepChannel(BaseChannel):
                     self._handoff = frame
                     return True
             self._q_in.push(frame)
+        finally:
+            lock.release()
         return True
 
     def _bounce(self, requester: int, request_id: int) -> None:
