@@ -623,17 +623,15 @@ class _Requester(BaseChannel):
         if future is None:
             return False  # cancelled, or taken already: _on_reply does the count
         status, value = _reply_outcome(frame[F_DATA])
-        head = frame[F_HEAD]
-        replier = (known_heads.get(head) or split_head(head))[1]
         with self._lock:  # the future's lock too
             if future._gate is not None or future._callbacks or future._waiters:
                 return False
-            outstanding = self._repliers.get(replier, 0)
+            outstanding = self._repliers.get(source_id, 0)  # (its replier)
             present = self._futures.get(request_id) is future
             if not present or seen.get(source_id, 0) >= seq:
                 return False  # cancelled meanwhile: the general way drops it
             # The last call is behind us: these go together or not at all.
-            self._repliers[replier] = outstanding - 1 if outstanding > 0 else 0
+            self._repliers[source_id] = outstanding - 1 if outstanding > 0 else 0
             del self._futures[request_id]
             seen[source_id] = seq
             if future._status < _CANCELLED:
@@ -898,6 +896,10 @@ class RepChannel(BaseChannel):
 
     def _acknowledge_next(self) -> None:
         """Offer to take the oldest request that asked, if we are free."""
+        if not self._pre_requests and self._acked is None:
+            # Nothing to offer (looked at without the lock: a request that
+            # asks after this calls us again on arrival, see _take_frame).
+            return
         with self._lock:
             if self._acked and time.monotonic() - self._acked[2] > ACK_EXPIRY:
                 self._acked = None
