@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import yoton  # noqa: E402
 from yoton import wire  # noqa: E402
+from yoton.channels import reqrep  # noqa: E402
 
 WARMUP = 300
 _now = time.perf_counter_ns
@@ -99,7 +100,8 @@ def serve() -> None:
     reader = connection._reader
     reader._deliver_to = _stamp(log, "route", reader._deliver_to)
     reader._deliver_one = _stamp(log, "route", reader._deliver_one)
-    Echo._call = _stamp(log, "decode", Echo._call)
+    # RepChannel._handle decodes each call with the module's decode_request.
+    reqrep.decode_request = _stamp(log, "decode", reqrep.decode_request)
     sys.stdin.readline()
     print(json.dumps(log), flush=True)
 

@@ -294,7 +294,9 @@ def test_runs_of_a_slice_of_frames():
     assert _slice_runs(runs, 3003, 3004) == [0]
 
 
-def test_a_peer_that_stops_reading_gets_every_inline_frame_whole(make_context):
+def test_a_peer_that_stops_reading_gets_every_inline_frame_whole(
+    make_context, monkeypatch
+):
     """Sparse frames are written by their sender, never blocking: when the
     socket of a peer that stopped reading takes only part of one, the sending
     thread writes the rest once the peer reads again, and every frame arrives
@@ -306,14 +308,14 @@ def test_a_peer_that_stops_reading_gets_every_inline_frame_whole(make_context):
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 16)
     conn._sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 16)
     partial = threading.Event()
-    release = conn._release_socket
+    release = yoton.TcpConnection._release_socket
 
-    def spy(taken, written, inline):
-        if written and 0 <= written[0] < sum(map(len, taken)):
+    def spy(self, taken, written, inline):
+        if self is conn and written and 0 <= written[0] < sum(map(len, taken)):
             partial.set()  # the socket took less than the frame
-        release(taken, written, inline)
+        release(self, taken, written, inline)
 
-    conn._release_socket = spy
+    monkeypatch.setattr(yoton.TcpConnection, "_release_socket", spy)
     slot = slot_hash("full.bin.pub-sub")
     payloads = [bytes([i % 251]) * 16000 for i in range(300)]
     received = bytearray()

@@ -104,6 +104,29 @@ class ConnectionCollection(list):
 class Connection:
     """A connection between two contexts (abstract; see :class:`TcpConnection`)."""
 
+    # Slots, not a dict: a connection has more attributes than CPython keeps
+    # inline in an instance, and with a dict every method call on it (several
+    # per message) would go the slow, unspecialized way.
+    __slots__ = (
+        "_context",
+        "_name",
+        "_status",
+        "_status_lock",
+        "_hostname1",
+        "_port1",
+        "_hostname2",
+        "_port2",
+        "_id2",
+        "_pid2",
+        "_timeout",
+        "_heartbeat_interval",
+        "_timedout_signal",
+        "_closed_signal",
+        "_close_reason",
+        "authenticated",
+        "__weakref__",
+    )
+
     def __init__(self, context: Context, name: str = "") -> None:
         self._context = context
         self._name = ""
@@ -292,6 +315,37 @@ class Connection:
 
 class TcpConnection(Connection):
     """A connection over one persistent TCP socket, with a send and a receive thread."""
+
+    __slots__ = (
+        "_borrows",
+        "_congested",
+        "_dropped",
+        "_flush_target",
+        "_large_window",
+        "_last_queued",
+        "_last_recv",
+        "_last_send",
+        "_lend_cond",
+        "_lend_requested",
+        "_listen_sock",
+        "_max_message_size",
+        "_out",
+        "_out_bytes",
+        "_out_cond",
+        "_out_lock",
+        "_producer_writes",
+        "_queued_total",
+        "_reader",
+        "_received_since_send",
+        "_sender_idle",
+        "_sent_total",
+        "_sock",
+        "_socket_full",
+        "_threads",
+        "_writer_waiting",
+        "_writing",
+        "refused",
+    )
 
     def __init__(self, context: Context, name: str = "") -> None:
         super().__init__(context, name)
