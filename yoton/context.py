@@ -699,8 +699,7 @@ class Context:
         channel = self._receiving_channels.get(slot)
         if channel is None or len(self._connections) > 1:
             return False
-        take = channel._take_reply
-        if take is None or not take(frame, source_id, seq, self._source_seqs):
+        if not channel._take_reply(frame, source_id, seq, self._source_seqs):
             return False
         if self._routes.get(source_id) is not via:
             self._routes[source_id] = via

@@ -560,6 +560,9 @@ def decode_request(data: bytes | bytearray | memoryview) -> Any:
 _REQUEST_NAME = _REQUEST_HEAD + bytes([_STR])
 
 
+_bytes_decode = bytes.decode
+
+
 def _utf8_text(raw: memoryview) -> str:
     return str(raw, "utf-8")
 
@@ -569,9 +572,8 @@ def _decode_items(
 ) -> tuple[list, int]:
     """Decode the ``n`` items of a list or tuple from ``pos`` (at ``depth``);
     the caller checked that ``n`` fits the data."""
-    items = []
-    append = items.append
-    text = bytes.decode if type(buf) is bytes else _utf8_text
+    items = []  # (items.append: a bound method costs more for the few of a call)
+    text = _bytes_decode if type(buf) is bytes else _utf8_text
     while n:  # (cheaper than a range loop for the few items of a call)
         n -= 1
         # Short strings and ints inline (every RPC call has some); anything
@@ -582,17 +584,17 @@ def _decode_items(
             stop = pos + 2 + size
             if size < 255 and stop <= end:
                 try:
-                    append(text(buf[pos + 2 : stop]))
+                    items.append(text(buf[pos + 2 : stop]))
                     pos = stop
                     continue
                 except UnicodeDecodeError:
                     pass  # _decode raises the DecodeError
         elif item_code == _INT and pos + 9 <= end:
-            append(_unpack_q(buf, pos + 1)[0])
+            items.append(_unpack_q(buf, pos + 1)[0])
             pos += 9
             continue
         value, pos = _decode(buf, pos, end, depth)
-        append(value)
+        items.append(value)
     return items, pos
 
 

@@ -144,7 +144,8 @@ class SocketReader:
         conn = self.connection
         conn._last_recv = _monotonic()
         conn._received_since_send = True
-        if not self._take_one_reply(frame, conn):
+        take = self._take_one_reply  # loaded, then called: see _take
+        if not take(frame, conn):
             return False
         got.clear()  # taken: the buffer is free again
         return True
@@ -228,7 +229,10 @@ class SocketReader:
             frame = wire.lone_frame(buf, start, end, self._max_size)
             if frame is not None:
                 self._start = self._end = 0
-                handled, full = self._deliver_one(frame, conn)
+                # Bound methods kept as attributes are loaded, then called: a
+                # method call on them is one CPython 3.11 does not specialize.
+                deliver = self._deliver_one
+                handled, full = deliver(frame, conn)
                 if not handled:  # a heartbeat, a close, one to forward...
                     reason, full = self._deliver([frame], [0])
                     if reason:
@@ -261,7 +265,8 @@ class SocketReader:
             self._large_mode = False
         if not signals and len(frames) <= DELIVERY_SLICE:  # the usual case
             if frames:
-                full = self._deliver_to(frames, conn, runs)
+                deliver = self._deliver_to
+                full = deliver(frames, conn, runs)
                 if full:
                     self._wait_for_consumers(full, deferred)
         else:

@@ -168,9 +168,10 @@ class BaseChannel:
     #: (outside the routing lock too).
     _take_frame: Callable[[tuple], None] | None = None
 
-    #: A requester sets this to the signal-safe way to take a lone reply in the
-    #: main thread without a signal mask (see Context._take_reply).
-    _take_reply: Callable[[tuple, int, int, dict], bool] | None = None
+    def _take_reply(self, frame: tuple, source_id: int, seq: int, seen: dict) -> bool:
+        """Take a lone reply in the main thread without a signal mask (see
+        Context._take_reply); a requester does, other channels say False."""
+        return False
 
     def _recv_packages(self, packages: list) -> None:
         """Called by the context (routing lock held) with packages for this slot."""

@@ -19,7 +19,7 @@ import types
 from collections import deque
 from typing import Any
 
-from .. import events, wakeups
+from .. import events, wakeups, wire
 from ..errors import (
     CancelledError,
     EncodeError,
@@ -36,7 +36,7 @@ from ..message_types import (
 )
 from ..queues import Empty
 from ..threads import start_thread
-from ..wire import F_DATA, F_DEST_ID, F_DEST_SEQ, F_HEAD, known_heads, split_head
+from ..wire import F_DATA, F_DEST_ID, F_DEST_SEQ, F_HEAD, split_head
 from .base import BaseChannel
 
 logger = logging.getLogger("yoton")
@@ -56,6 +56,9 @@ ACK_EXPIRY = 10.0
 #: for at most this long, then waits for the receiving thread as usual.
 _BORROW_MAX = 0.1
 _get_ident = threading.get_ident
+# Not imported by name: CPython 3.11 calls a method of an imported name the
+# slow way (no LOAD_METHOD), and this one is called for every reply and call.
+_known_heads = wire.known_heads
 _BAD_REQUEST = "A request carries (name, args tuple, kwargs dict)."
 
 _PENDING, _RUNNING, _CANCELLED, _ERROR, _DONE = range(5)
@@ -555,7 +558,7 @@ class _Requester(BaseChannel):
         request_id = frame[F_DEST_SEQ] - REQREP_SEQ_REF
         what = frame[F_DATA]
         head = frame[F_HEAD]
-        replier = (known_heads.get(head) or split_head(head))[1]
+        replier = (_known_heads.get(head) or split_head(head))[1]
         with self._lock:
             future = self._futures.get(request_id)
             self._repliers.setdefault(replier, 0)
@@ -599,7 +602,7 @@ class _Requester(BaseChannel):
 
     def _on_reply(self, frame: tuple) -> None:
         head = frame[F_HEAD]
-        replier = (known_heads.get(head) or split_head(head))[1]
+        replier = (_known_heads.get(head) or split_head(head))[1]
         with self._lock:
             future = self._futures.pop(frame[F_DEST_SEQ], None)
             outstanding = self._repliers.get(replier, 0)
@@ -831,7 +834,7 @@ class RepChannel(BaseChannel):
         """Handle a control message, or queue (or bounce) a call; return
         whether a call was queued."""
         head, _, dest_id, request_id, _, _ = frame
-        requester = (known_heads.get(head) or split_head(head))[1]
+        requester = (_known_heads.get(head) or split_head(head))[1]
         if request_id >= REQREP_SEQ_REF:
             self._on_control(frame, requester)
             return False
@@ -941,7 +944,7 @@ class RepChannel(BaseChannel):
             except EncodeError as err:
                 data = encode_object(_error_reply(err))
             head = frame[F_HEAD]
-            requester = (known_heads.get(head) or split_head(head))[1]
+            requester = (_known_heads.get(head) or split_head(head))[1]
             if not self._closed:
                 self._context._send_frame(
                     self._slot_out_h, data, requester, frame[F_DEST_SEQ], False
