@@ -66,6 +66,30 @@ def test_waiting_caller_reads_its_reply_in_its_own_thread(served):
     assert connection._borrows > 100
 
 
+def test_without_signal_masks_the_main_thread_leaves_reading_to_the_receiver(
+    served, monkeypatch
+):
+    """Where signals cannot be masked (Windows), a Ctrl-C could land in the
+    middle of routing what the main thread read: it never borrows the reader
+    there, and its replies come through the receiving thread."""
+    _server, client, req = served
+    connection = client.connections[0]
+    monkeypatch.setattr(yoton.connection, "_CAN_MASK", False)
+    before = connection._borrows
+    for i in range(50):
+        assert req.echo(i).result(T) == i
+    assert connection._borrows == before
+    # Other threads still read for themselves.
+    results = []
+    thread = threading.Thread(
+        target=lambda: results.extend(req.echo(i).result(T) for i in range(50))
+    )
+    thread.start()
+    thread.join(T)
+    assert results == list(range(50))
+    assert connection._borrows > before
+
+
 def test_replier_thread_reads_requests_itself(served):
     server, _client, req = served
     connection = server.connections[0]

@@ -856,10 +856,15 @@ class TcpConnection(Connection):
         For a thread that waits for a package this connection will bring: it
         gets it without a hand-off from the receiving thread. Returns False at
         once if another thread reads now (the caller waits as usual; the
-        receiving thread lends the reader next time).
+        receiving thread lends the reader next time), and in the main thread
+        where signals cannot be masked: a Ctrl-C could land mid-delivery, and
+        the routing (RepChannel._take_call, say) counts on none there.
         """
         reader = self._reader
         if reader is None or reader.finished is not None:
+            return False
+        mask = _get_ident() == _MAIN_THREAD_ID
+        if mask and not _CAN_MASK:
             return False
         if not reader.lock.acquire(False):
             self._lend_requested = True
@@ -868,7 +873,6 @@ class TcpConnection(Connection):
         try:
             if reader.finished is not None:
                 return False
-            mask = _CAN_MASK and _get_ident() == _MAIN_THREAD_ID
             deadline = None  # taken after the first step: one clock read less
             wait = timeout
             while not done():
