@@ -104,9 +104,10 @@ class ConnectionCollection(list):
 class Connection:
     """A connection between two contexts (abstract; see :class:`TcpConnection`)."""
 
-    # Slots, not a dict: a connection has more attributes than CPython keeps
-    # inline in an instance, and with a dict every method call on it (several
-    # per message) would go the slow, unspecialized way.
+    # Slots: a connection has more attributes than CPython keeps inline in an
+    # instance, and with them in a dict every method call on it (several per
+    # message) would go the slow, unspecialized way. (A __dict__ still takes
+    # what users add; CPython makes it only then.)
     __slots__ = (
         "_context",
         "_name",
@@ -125,6 +126,7 @@ class Connection:
         "_close_reason",
         "authenticated",
         "__weakref__",
+        "__dict__",
     )
 
     def __init__(self, context: Context, name: str = "") -> None:
