@@ -389,33 +389,42 @@ class Context:
         while a connection has too much queued (backpressure); IO threads pass
         False so they can never deadlock. Runs once per message sent.
         """
-        full = False
         with self._lock:
-            if self._posted:
-                full = self._frame_posted(False)  # they were sent first
-            self._send_seq = seq = self._send_seq + 1
-            header = _pack_header(
-                _CONTROL_WORD, slot, self._id, seq, dest_id, dest_seq, len(data)
-            )
-            buffers, single = frame_buffers(header, data)  # once for all
-            route = self._routes.get(dest_id) if dest_id else None
-            if route is not None and route._status >= STATUS_WAITING:
-                # addressed: only towards it
-                full = route._send_local(buffers, single)
-            else:
-                sent = False
-                for connection in self._connections:
-                    if connection._status >= STATUS_WAITING:
-                        if connection._send_local(buffers, single):
-                            full = True
-                        sent = True
-                if not sent:
-                    self._startup_queue.push(
-                        wire.Package(data, slot, self._id, seq, dest_id, dest_seq)
-                    )
+            seq, full = self._send_frame_held(slot, data, dest_id, dest_seq)
         if full and block:
             self._wait_for_backlog()
         return seq
+
+    def _send_frame_held(
+        self, slot: int, data: bytes, dest_id: int, dest_seq: int
+    ) -> tuple[int, bool]:
+        """:meth:`_send_frame` for a caller that holds the context lock (a
+        requester, whose lock it is): (sequence number, whether a connection
+        is too full now; the caller waits for it once the lock is released)."""
+        full = False
+        if self._posted:
+            full = self._frame_posted(False)  # they were sent first
+        self._send_seq = seq = self._send_seq + 1
+        header = _pack_header(
+            _CONTROL_WORD, slot, self._id, seq, dest_id, dest_seq, len(data)
+        )
+        buffers, single = frame_buffers(header, data)  # once for all
+        route = self._routes.get(dest_id) if dest_id else None
+        if route is not None and route._status >= STATUS_WAITING:
+            # addressed: only towards it
+            full = route._send_local(buffers, single)
+        else:
+            sent = False
+            for connection in self._connections:
+                if connection._status >= STATUS_WAITING:
+                    if connection._send_local(buffers, single):
+                        full = True
+                    sent = True
+            if not sent:
+                self._startup_queue.push(
+                    wire.Package(data, slot, self._id, seq, dest_id, dest_seq)
+                )
+        return seq, full
 
     def _wait_for_backlog(self) -> None:
         """Backpressure, outside the lock: wait for connections that are too far

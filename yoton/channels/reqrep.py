@@ -424,7 +424,9 @@ class _Requester(BaseChannel):
         self, context, slot_base: str, default_future_timeout: float = 10.0
     ) -> None:
         super().__init__(context, slot_base, OBJECT)
-        self._lock = threading.RLock()
+        # The context's lock: a direct call is sent under it (see _request)
+        # without taking a second one. It also guards the futures' state.
+        self._lock = context._lock
         self._futures: dict[int, Future] = {}
         self._counter = 0
         self._default_timeout = default_future_timeout
@@ -452,12 +454,12 @@ class _Requester(BaseChannel):
                     # Sent first, its future made while it travels: whoever
                     # reads the reply looks for the future under this lock.
                     repliers[replier] = 1
-                    self._context._send_frame(
-                        self._slot_out_h, data, replier, request_id, False
-                    )
+                    full = self._context._send_frame_held(
+                        self._slot_out_h, data, replier, request_id
+                    )[1]
                     break
             else:
-                replier = 0
+                replier = full = 0
             future = Future(self, request_id, self._default_timeout)
             future._request_data = data
             self._futures[request_id] = future
@@ -467,7 +469,7 @@ class _Requester(BaseChannel):
                 future._direct = True
         if not replier:
             self._ask(future)
-        else:
+        elif full:
             self._context._wait_for_backlog()  # backpressure, not under the lock
         return future
 
