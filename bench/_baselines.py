@@ -202,12 +202,14 @@ class Child:
         impl: str,
         params: dict[str, Any],
         deadline: float,
+        wrapper: Sequence[str] = (),
     ) -> None:
+        """``wrapper``: a command the worker runs under (callgrind, say)."""
         spec = {"role": role, "impl": impl, "params": params, "deadline": deadline}
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.name = f"{role}:{impl}"
         self.proc = subprocess.Popen(
-            [sys.executable, script, "--worker", json.dumps(spec)],
+            [*wrapper, sys.executable, script, "--worker", json.dumps(spec)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
