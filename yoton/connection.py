@@ -865,8 +865,8 @@ class TcpConnection(Connection):
         reader = self._reader
         if reader is None or reader.finished is not None:
             return False
-        mask = _get_ident() == _MAIN_THREAD_ID
-        if mask and not _CAN_MASK:
+        main = _get_ident() == _MAIN_THREAD_ID  # reads with signals masked
+        if main and not _CAN_MASK:
             return False
         if not reader.lock.acquire(False):
             self._lend_requested = True
@@ -887,7 +887,7 @@ class TcpConnection(Connection):
                         break
                 if wait > BORROW_SLICE:  # (no min(): a builtin call costs more)
                     wait = BORROW_SLICE
-                reason = reader.step(wait, None, mask)
+                reason = reader.step(wait, None, main)
                 if reason is not None:
                     break
         finally:

@@ -560,7 +560,7 @@ def decode_request(data: bytes | bytearray | memoryview) -> Any:
 _REQUEST_NAME = _REQUEST_HEAD + bytes([_STR])
 
 
-_bytes_decode = bytes.decode
+_bytes_decode = bytes.decode  # (looking it up on bytes costs a generic lookup a call)
 
 
 def _utf8_text(raw: memoryview) -> str:

@@ -844,7 +844,7 @@ class RepChannel(BaseChannel):
             return False
         # Only reading threads get here, where no signal handler can raise
         # (the main thread reads with signals masked, see SocketReader.step),
-        # so the lock needs no `with` (which costs four times as much).
+        # so the lock needs no `with` (which costs three times as much).
         lock = self._lock
         lock.acquire()
         try:
