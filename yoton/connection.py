@@ -477,12 +477,6 @@ class TcpConnection(Connection):
                 return self._enqueue(buffers, 1, False)
             # We own the socket: no other frame can be written before this one.
             written.extend(map(self._sock.send, buffers, _DONTWAIT_FLAGS))
-            if written[0] < size and size > JOIN_LIMIT:
-                # A large frame: its sender waits for the socket to take the
-                # rest (as TCP paces it), in blocking sends counted as above.
-                view = memoryview(single)
-                while sum(written) < size:
-                    written.extend(map(self._sock.send, (view[sum(written) :],)))
             return False
         except BlockingIOError:
             written.append(0)  # the socket is full: the sending thread waits
@@ -492,7 +486,7 @@ class TcpConnection(Connection):
             return False
         finally:
             if owns:
-                if written and written[-1] == size:  # all of it: no call first
+                if written and written[0] == size:  # all of it: no call first
                     self._writing = False
                     self._last_send = now
                     if self._writer_waiting:
