@@ -399,8 +399,8 @@ class Context:
         self, slot: int, data: bytes, dest_id: int, dest_seq: int
     ) -> tuple[int, bool]:
         """:meth:`_send_frame` for a caller that holds the context lock (a
-        requester, whose lock it is; a replier): (sequence number, whether a
-        connection is too full now, to wait for once the lock is released)."""
+        requester, whose lock it is): (sequence number, whether a connection
+        is too full now, to wait for once the lock is released)."""
         full = False
         if self._posted:
             full = self._frame_posted(False)  # they were sent first

@@ -948,13 +948,9 @@ class RepChannel(BaseChannel):
             head = frame[F_HEAD]
             requester = (_known_heads.get(head) or split_head(head))[1]
             if not self._closed:
-                # _send_frame without its wait for backpressure (which a
-                # replier never does): one call less for every reply.
-                context = self._context
-                with context._lock:
-                    context._send_frame_held(
-                        self._slot_out_h, data, requester, frame[F_DEST_SEQ]
-                    )
+                self._context._send_frame(
+                    self._slot_out_h, data, requester, frame[F_DEST_SEQ], False
+                )
         finally:
             self._busy = False
 
